@@ -1,0 +1,1 @@
+//! Adapter for mysql (in progress).

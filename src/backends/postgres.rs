@@ -1,0 +1,1 @@
+//! Adapter for postgres (in progress).

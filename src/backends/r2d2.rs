@@ -1,0 +1,1 @@
+//! Adapter for r2d2 (in progress).

@@ -1,0 +1,234 @@
+//! [`Pooled`], the RAII guard, and the return rules.
+//!
+//! On drop the connection goes back to the pool, or is closed when: its
+//! thread is panicking (it may be mid-transaction), it was marked broken,
+//! `Manager::is_broken` or `on_checkin` says so, it is over age, it belongs to
+//! a retired generation, the pool is closed, or `pool_size` connections are
+//! already idle (an overflow connection).
+
+use std::ops::{Deref, DerefMut};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Tick;
+use crate::entry::Entry;
+use crate::events::emit;
+use crate::manager::Manager;
+use crate::pool::Shared;
+use crate::stats::CloseReason;
+
+/// A checked-out connection. Derefs to the driver's connection; returns it
+/// to the pool when dropped.
+///
+/// Extras are associated functions (`Pooled::detach(guard)`), so they never
+/// shadow a method of the connection.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use cistern::{Pool, Pooled, sqlite::SqliteManager};
+///
+/// let pool = Pool::new(SqliteManager::memory("doc_guard"))?;
+/// let mut conn = pool.get()?;
+/// conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+/// assert!(Pooled::held(&conn) < std::time::Duration::from_secs(5));
+/// // Something went wrong mid-transaction: do not reuse this one.
+/// Pooled::mark_broken(&mut conn);
+/// drop(conn);
+/// assert_eq!(pool.stats().closed_by.broken, 1);
+/// # }
+/// # Ok::<(), cistern::Error>(())
+/// ```
+pub struct Pooled<M: Manager> {
+    /// `Some` until dropped or detached.
+    entry: Option<Entry<M::Connection>>,
+    shared: Arc<Shared<M>>,
+    taken: Tick,
+    broken: bool,
+}
+
+impl<M: Manager> Pooled<M> {
+    pub(crate) fn new(shared: Arc<Shared<M>>, entry: Entry<M::Connection>, taken: Tick) -> Self {
+        Pooled {
+            entry: Some(entry),
+            shared,
+            taken,
+            broken: false,
+        }
+    }
+
+    fn entry(this: &Self) -> &Entry<M::Connection> {
+        this.entry
+            .as_ref()
+            .expect("a guard holds its connection until dropped")
+    }
+
+    /// Takes the connection out of the pool for good: the pool forgets it
+    /// and frees its slot (a new connection may replace it).
+    pub fn detach(mut this: Self) -> M::Connection {
+        let entry = this
+            .entry
+            .take()
+            .expect("a guard holds its connection until dropped");
+        let spawn = {
+            let mut st = this.shared.state.lock();
+            st.release_slot(&entry.meta);
+            st.counters.detached += 1;
+            st.plan_connect_threads(&this.shared.config)
+        };
+        if spawn > 0 {
+            this.shared.spawn_connectors(spawn);
+        }
+        this.shared.changed.notify_all();
+        entry.conn
+    }
+
+    /// Marks the connection broken: it is closed instead of returned.
+    pub fn mark_broken(this: &mut Self) {
+        this.broken = true;
+    }
+
+    /// The connection's age (since it was opened).
+    pub fn age(this: &Self) -> Duration {
+        this.shared
+            .config
+            .clock
+            .now()
+            .since(Self::entry(this).meta.created)
+    }
+
+    /// How long this guard has held the connection.
+    pub fn held(this: &Self) -> Duration {
+        this.shared.config.clock.now().since(this.taken)
+    }
+
+    /// The connection's id within its pool (stable for its lifetime).
+    pub fn id(this: &Self) -> u64 {
+        Self::entry(this).meta.id
+    }
+}
+
+impl<M: Manager> Deref for Pooled<M> {
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
+        &Self::entry(self).conn
+    }
+}
+
+impl<M: Manager> DerefMut for Pooled<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        &mut self
+            .entry
+            .as_mut()
+            .expect("a guard holds its connection until dropped")
+            .conn
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Pooled<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Pooled");
+        d.field("pool", &self.shared.config.name);
+        if let Some(e) = &self.entry {
+            d.field("id", &e.meta.id);
+        }
+        d.field("held", &Pooled::held(self)).finish_non_exhaustive()
+    }
+}
+
+impl<M: Manager> Drop for Pooled<M> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.shared.checkin(entry, self.taken, self.broken);
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// The return path: decide, outside the lock, whether the connection can
+    /// be reused (driver code runs here); then, under the lock, hand it to a
+    /// waiter, keep it idle, or close it.
+    pub(crate) fn checkin(
+        self: &Arc<Self>,
+        mut entry: Entry<M::Connection>,
+        taken: Tick,
+        marked_broken: bool,
+    ) {
+        let now = self.config.clock.now();
+        let m = &self.manager;
+        let mut reason = if std::thread::panicking() {
+            Some(CloseReason::Panicked)
+        } else if marked_broken {
+            Some(CloseReason::Broken)
+        } else {
+            match catch_unwind(AssertUnwindSafe(|| {
+                m.is_broken(&mut entry.conn) || m.on_checkin(&mut entry.conn).is_err()
+            })) {
+                Ok(false) => None,
+                Ok(true) => Some(CloseReason::Broken),
+                Err(_) => {
+                    log::error!(
+                        "pool '{}': Manager::is_broken or on_checkin panicked; connection {} closed",
+                        self.config.name,
+                        entry.meta.id
+                    );
+                    Some(CloseReason::Broken)
+                }
+            }
+        };
+        if reason.is_none() && entry.meta.is_expired(now) {
+            reason = Some(CloseReason::Recycled);
+        }
+        entry.meta.last_used = now;
+        let held = now.since(taken);
+        let id = entry.meta.id;
+        let slot = entry.meta.slot as usize;
+        let mut closing = Vec::new();
+        let (reported, spawn) = {
+            let mut st = self.state.lock();
+            let reported = st.holders[slot].take().is_some_and(|c| c.reported);
+            st.counters.record_held(held);
+            if reason.is_none() {
+                if st.closed {
+                    reason = Some(CloseReason::PoolClosed);
+                } else if entry.meta.generation < st.generation {
+                    reason = Some(CloseReason::Retired);
+                }
+            }
+            match reason {
+                None => {
+                    if let Some(extra) = st.place(&self.config, entry, false) {
+                        st.forget(&extra.meta, CloseReason::Excess);
+                        closing.push((extra, CloseReason::Excess));
+                    }
+                }
+                Some(r) => {
+                    st.forget(&entry.meta, r);
+                    closing.push((entry, r));
+                }
+            }
+            let spawn = if closing.is_empty() {
+                0
+            } else {
+                st.plan_connect_threads(&self.config)
+            };
+            (reported, spawn)
+        };
+        if reported {
+            log::info!(
+                "pool '{}': connection {id}, reported as held too long, came back after {}",
+                self.config.name,
+                crate::fmt_duration(held)
+            );
+        }
+        if let Some(events) = &self.config.events {
+            emit(&self.config.name, "on_checkin", || {
+                events.on_checkin(&self.config.name, id, held)
+            });
+        }
+        self.finish(closing);
+        if spawn > 0 {
+            self.spawn_connectors(spawn);
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! The [`Pool`] handle and the checkout rules.
+//!
+//! Checkout, in order: take the newest idle connection (unless the oldest
+//! waiter has been passed over for longer than `barging_window`); otherwise
+//! queue as a waiter (FIFO) and ask for a connect; a returned or newly opened
+//! connection is handed to the oldest waiter. Before handing a connection
+//! out, ping it (outside `ping_bypass`) or at least ask `is_broken`; a
+//! connection that fails is closed and the checkout goes on within the same
+//! deadline.
+
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::clock::Tick;
+use crate::config::{Builder, Config, WarmUp};
+use crate::entry::{Entry, PingRules};
+use crate::error::{Error, PoolState};
+use crate::events::emit;
+use crate::guard::Pooled;
+use crate::idle::{Closing, Handoff, State, Waiter};
+use crate::leak::{self, Checkout, Holder};
+use crate::maintenance;
+use crate::manager::Manager;
+use crate::stats::{self, CloseReason, Stats};
+
+/// What every handle, guard and background thread of one pool shares.
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) config: Config,
+    pub(crate) manager: M,
+    pub(crate) state: Mutex<State<M::Connection>>,
+    /// Signalled (with `state`'s lock) when a connect finishes, when the
+    /// pool closes and when a connection leaves a closed pool: warm-up,
+    /// `close_timeout` and connect threads in backoff wait on it.
+    pub(crate) changed: Condvar,
+    /// Wakes the maintenance thread (which holds only a `Weak`).
+    pub(crate) wake: crossbeam_channel::Sender<()>,
+}
+
+/// A connection pool: a cheap, cloneable, thread-safe handle.
+///
+/// When the last `Pool` handle is dropped the pool is closed: idle
+/// connections are closed at once, checked-out ones when their guards drop,
+/// and the background thread stops.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use cistern::{Pool, sqlite::SqliteManager};
+///
+/// let pool = Pool::new(SqliteManager::memory("doc_pool"))?;
+/// let conn = pool.get()?;
+/// let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0)).unwrap();
+/// assert_eq!(one, 1);
+/// # }
+/// # Ok::<(), cistern::Error>(())
+/// ```
+pub struct Pool<M: Manager> {
+    handle: Arc<Handle<M>>,
+}
+
+/// Closes the pool when the last `Pool` clone goes away (guards keep only
+/// `Shared` alive).
+struct Handle<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Drop for Handle<M> {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.shared().config.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// A pool with every default setting (see [`Builder`]).
+    pub fn new(manager: M) -> Result<Pool<M>, Error> {
+        Builder::new().build(manager)
+    }
+
+    /// A builder to choose settings.
+    pub fn builder() -> Builder<M> {
+        Builder::new()
+    }
+
+    pub(crate) fn start(config: Config, manager: M) -> Result<Pool<M>, Error> {
+        let max_open = config.max_open();
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(max_open)),
+            config,
+            manager,
+            changed: Condvar::new(),
+            wake,
+        });
+        maintenance::start(&shared, woken)?;
+        let pool = Pool {
+            handle: Arc::new(Handle { shared }),
+        };
+        pool.warm_up()?;
+        Ok(pool)
+    }
+
+    fn warm_up(&self) -> Result<(), Error> {
+        let shared = self.shared();
+        let cfg = &shared.config;
+        if cfg.min_idle == 0 {
+            return Ok(());
+        }
+        shared.request_connects();
+        if cfg.warm_up != WarmUp::Required {
+            return Ok(());
+        }
+        let deadline = Instant::now() + cfg.checkout_timeout;
+        let mut st = shared.state.lock();
+        loop {
+            if st.open >= cfg.min_idle {
+                return Ok(());
+            }
+            if let (true, Some(e)) = (st.connect.failures > 0, st.connect.last_error.clone()) {
+                let failures = st.connect.failures;
+                drop(st);
+                shared.close();
+                return Err(Error::Connect {
+                    pool: cfg.name.clone(),
+                    consecutive_failures: failures,
+                    source: e,
+                });
+            }
+            if Instant::now() >= deadline {
+                drop(st);
+                shared.close();
+                return Err(Error::Connect {
+                    pool: cfg.name.clone(),
+                    consecutive_failures: 0,
+                    source: Arc::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "min_idle = {} connections were not opened within {}",
+                            cfg.min_idle,
+                            crate::fmt_duration(cfg.checkout_timeout)
+                        ),
+                    )),
+                });
+            }
+            shared.changed.wait_until(&mut st, deadline);
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<M>> {
+        &self.handle.shared
+    }
+
+    /// Checks out a connection, waiting up to `checkout_timeout`.
+    ///
+    /// Fails with [`Error::Timeout`] (its message names the longest holders),
+    /// [`Error::Closed`], [`Error::QueueFull`] (with `max_waiting`), or
+    /// [`Error::Connect`] (with `fail_fast_when_down`).
+    #[track_caller]
+    #[inline]
+    pub fn get(&self) -> Result<Pooled<M>, Error> {
+        let site = Location::caller();
+        let shared = self.shared();
+        shared.checkout(shared.config.checkout_timeout, site, true)
+    }
+
+    /// Like [`Pool::get`] with another timeout. Zero never waits.
+    #[track_caller]
+    #[inline]
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Pooled<M>, Error> {
+        let site = Location::caller();
+        self.shared().checkout(timeout, site, true)
+    }
+
+    /// Hands out an idle connection if one is ready; never waits, never
+    /// connects (it still validates per `pre_ping`).
+    #[track_caller]
+    #[inline]
+    pub fn try_get(&self) -> Option<Pooled<M>> {
+        let site = Location::caller();
+        self.shared().checkout(Duration::ZERO, site, false).ok()
+    }
+
+    /// A snapshot of sizes and counters.
+    pub fn stats(&self) -> Stats {
+        self.shared().stats()
+    }
+
+    /// The pool's state in brief (no counters).
+    pub fn state(&self) -> PoolState {
+        let shared = self.shared();
+        shared.state.lock().snapshot(&shared.config)
+    }
+
+    /// Current checkouts, oldest first: how long, which thread, which call
+    /// site, and the backtrace when `leak_backtraces` is on.
+    pub fn holders(&self) -> Vec<Holder> {
+        let shared = self.shared();
+        let now = shared.config.clock.now();
+        let records = shared.state.lock().holders.clone();
+        leak::holders(&records, now)
+    }
+
+    /// The validated settings.
+    pub fn config(&self) -> &Config {
+        &self.shared().config
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &M {
+        &self.shared().manager
+    }
+
+    /// Closes the pool: new checkouts fail with [`Error::Closed`], waiting
+    /// ones wake with it, idle connections close now, checked-out ones when
+    /// returned.
+    pub fn close(&self) {
+        self.shared().close();
+    }
+
+    /// [`Pool::close`], then waits up to `timeout` for checked-out
+    /// connections to come back. Returns how many are still out.
+    pub fn close_timeout(&self, timeout: Duration) -> usize {
+        let shared = self.shared();
+        shared.close();
+        let deadline = crate::deadline(Instant::now(), timeout);
+        let mut st = shared.state.lock();
+        while st.open > 0 && Instant::now() < deadline {
+            shared.changed.wait_until(&mut st, deadline);
+        }
+        st.open
+    }
+
+    /// Whether the pool has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared().state.lock().closed
+    }
+
+    /// Retires every connection (e.g. for a planned failover): idle ones
+    /// close now, checked-out ones when returned; new ones replace them.
+    pub fn retire_all(&self) {
+        let shared = self.shared();
+        let closing: Closing<M::Connection> = {
+            let mut st = shared.state.lock();
+            st.generation += 1;
+            let idle = std::mem::take(&mut st.idle);
+            idle.into_iter()
+                .map(|e| {
+                    st.forget(&e.meta, CloseReason::Retired);
+                    (e, CloseReason::Retired)
+                })
+                .collect()
+        };
+        shared.finish(closing);
+        shared.request_connects();
+    }
+
+    /// Checks the pool's internal invariants; for tests.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let shared = self.shared();
+        shared.state.lock().check_invariants(&shared.config)
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    fn ping_rules(&self, st: &State<M::Connection>) -> PingRules {
+        PingRules {
+            pre_ping: self.config.pre_ping,
+            bypass: self.config.ping_bypass,
+            suspect_before: st.suspect_before,
+        }
+    }
+
+    pub(crate) fn checkout(
+        self: &Arc<Self>,
+        timeout: Duration,
+        site: &'static Location<'static>,
+        may_wait: bool,
+    ) -> Result<Pooled<M>, Error> {
+        let backtrace = self.config.leak_backtraces.then(leak::capture);
+        let thread = leak::thread_tag();
+        // Set when the checkout first has to wait (or retry after a failed
+        // validation): the fast path reads no precise clock.
+        let mut started: Option<Instant> = None;
+        loop {
+            let now = self.config.clock.now();
+            let mut closing = Vec::new();
+            let mut st = self.state.lock();
+            if st.closed {
+                drop(st);
+                return Err(self.closed_error());
+            }
+            let barge = st.may_barge(self.config.barging_window);
+            let idle = if barge {
+                st.pop_idle(now, &mut closing)
+            } else {
+                None
+            };
+            let (entry, waited) = match idle {
+                Some(e) => (e, None),
+                None => {
+                    let start = *started.get_or_insert_with(Instant::now);
+                    let end = crate::deadline(start, timeout);
+                    match self.wait(&mut st, end, timeout, may_wait, &mut closing) {
+                        Ok(e) => (e, Some(start.elapsed())),
+                        Err(err) => {
+                            drop(st);
+                            self.finish(closing);
+                            return Err(err);
+                        }
+                    }
+                }
+            };
+            let ping = entry.meta.needs_ping(now, &self.ping_rules(&st));
+            st.hold(
+                &entry.meta,
+                Checkout {
+                    conn_id: entry.meta.id,
+                    taken: now,
+                    thread,
+                    site,
+                    backtrace: backtrace.clone(),
+                    reported: false,
+                },
+            );
+            if let Some(w) = waited {
+                st.counters.record_wait(w);
+            }
+            if !ping {
+                st.counters.checkouts += 1;
+            }
+            drop(st);
+            if !closing.is_empty() {
+                self.finish(closing);
+            }
+            if let Some(entry) = self.validate(entry, ping, now) {
+                if let Some(events) = &self.config.events {
+                    let waited = waited.unwrap_or_default();
+                    emit(&self.config.name, "on_checkout", || {
+                        events.on_checkout(&self.config.name, entry.meta.id, waited)
+                    });
+                }
+                return Ok(Pooled::new(Arc::clone(self), entry, now));
+            }
+            started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The slow path: queue as a waiter until a connection is handed over,
+    /// the deadline passes, or the pool closes. Called and returns with the
+    /// lock held (it is released while parked and while spawning threads).
+    fn wait(
+        self: &Arc<Self>,
+        st: &mut MutexGuard<'_, State<M::Connection>>,
+        deadline: Instant,
+        timeout: Duration,
+        may_wait: bool,
+        closing: &mut Closing<M::Connection>,
+    ) -> Result<Entry<M::Connection>, Error> {
+        let cfg = &self.config;
+        if !may_wait || timeout.is_zero() {
+            if !may_wait {
+                return Err(self.timeout_error(st, Duration::ZERO));
+            }
+            st.counters.timeouts += 1;
+            let err = self.timeout_error(st, Duration::ZERO);
+            return Err(err);
+        }
+        if cfg.fail_fast_when_down && st.known_down() && st.opening == 0 {
+            if let Some(source) = st.connect.last_error.clone() {
+                return Err(Error::Connect {
+                    pool: cfg.name.clone(),
+                    consecutive_failures: st.connect.failures,
+                    source,
+                });
+            }
+        }
+        if let Some(max) = cfg.max_waiting {
+            if st.waiters.len() >= max {
+                st.counters.queue_full += 1;
+                return Err(Error::QueueFull {
+                    pool: cfg.name.clone(),
+                    max_waiting: max,
+                    state: st.snapshot(cfg),
+                });
+            }
+        }
+        let id = st.next_waiter_id;
+        st.next_waiter_id += 1;
+        let me = Arc::new(Waiter {
+            id,
+            since: Instant::now(),
+            cv: Condvar::new(),
+            outcome: Mutex::new(None),
+        });
+        st.waiters.push_back(Arc::clone(&me));
+        loop {
+            let spawn = st.plan_connect_threads(cfg);
+            if spawn > 0 {
+                MutexGuard::unlocked(st, || self.spawn_connectors(spawn));
+            }
+            let handed = me.outcome.lock().take();
+            match handed {
+                Some(Handoff::Conn(e)) => return Ok(e),
+                Some(Handoff::Closed) => return Err(self.closed_error()),
+                None => {}
+            }
+            if st.closed {
+                st.remove_waiter(id);
+                return Err(self.closed_error());
+            }
+            if st.waiters.front().is_some_and(|w| w.id == id) && !st.idle.is_empty() {
+                let now = cfg.clock.now();
+                if let Some(e) = st.pop_idle(now, closing) {
+                    st.remove_waiter(id);
+                    return Ok(e);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                st.remove_waiter(id);
+                st.counters.timeouts += 1;
+                let err = self.timeout_error(st, me.since.elapsed());
+                if let Some(events) = &cfg.events {
+                    let waited = me.since.elapsed();
+                    MutexGuard::unlocked(st, || {
+                        emit(&cfg.name, "on_timeout", || events.on_timeout(&cfg.name, waited))
+                    });
+                }
+                log::warn!("{err}");
+                return Err(err);
+            }
+            st.reap_hung_attempts(cfg, now);
+            me.cv.wait_until(st, deadline);
+            if st.woken == Some(id) {
+                st.woken = None;
+            }
+        }
+    }
+
+    fn timeout_error(&self, st: &State<M::Connection>, waited: Duration) -> Error {
+        let now = self.config.clock.now();
+        Error::Timeout {
+            pool: self.config.name.clone(),
+            waited,
+            state: st.snapshot(&self.config),
+            last_connect_error: if st.connect.failures > 0 {
+                st.connect.last_error.clone()
+            } else {
+                None
+            },
+            holders: leak::summary(&st.holders, now, 3),
+        }
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed {
+            pool: self.config.name.clone(),
+        }
+    }
+
+    /// Pings (or asks `is_broken`) and runs the checkout hook, outside the
+    /// lock. A connection that fails is closed and `None` returned.
+    fn validate(
+        self: &Arc<Self>,
+        mut entry: Entry<M::Connection>,
+        ping: bool,
+        now: Tick,
+    ) -> Option<Entry<M::Connection>> {
+        let m = &self.manager;
+        let reason = if ping {
+            match catch_unwind(AssertUnwindSafe(|| m.ping(&mut entry.conn))) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    log::info!(
+                        "pool '{}': connection {} failed its pre-ping ({e}); closing it and \
+                         pinging every older connection on its next checkout",
+                        self.config.name,
+                        entry.meta.id
+                    );
+                    Some(CloseReason::FailedPing)
+                }
+                Err(_) => {
+                    log::error!(
+                        "pool '{}': Manager::ping panicked; connection {} closed",
+                        self.config.name,
+                        entry.meta.id
+                    );
+                    Some(CloseReason::FailedPing)
+                }
+            }
+        } else {
+            match catch_unwind(AssertUnwindSafe(|| m.is_broken(&mut entry.conn))) {
+                Ok(false) => None,
+                Ok(true) => Some(CloseReason::Broken),
+                Err(_) => {
+                    log::error!(
+                        "pool '{}': Manager::is_broken panicked; connection {} closed",
+                        self.config.name,
+                        entry.meta.id
+                    );
+                    Some(CloseReason::Broken)
+                }
+            }
+        };
+        let reason = reason.or_else(|| {
+            match catch_unwind(AssertUnwindSafe(|| m.on_checkout(&mut entry.conn))) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    log::warn!(
+                        "pool '{}': Manager::on_checkout failed ({e}); connection {} closed",
+                        self.config.name,
+                        entry.meta.id
+                    );
+                    Some(CloseReason::Broken)
+                }
+                Err(_) => {
+                    log::error!(
+                        "pool '{}': Manager::on_checkout panicked; connection {} closed",
+                        self.config.name,
+                        entry.meta.id
+                    );
+                    Some(CloseReason::Broken)
+                }
+            }
+        });
+        match reason {
+            None => {
+                if ping {
+                    entry.meta.validated = now;
+                    let mut st = self.state.lock();
+                    st.counters.pings += 1;
+                    st.counters.checkouts += 1;
+                }
+                Some(entry)
+            }
+            Some(reason) => {
+                let spawn = {
+                    let mut st = self.state.lock();
+                    if ping {
+                        st.counters.pings += 1;
+                    }
+                    if reason == CloseReason::FailedPing {
+                        st.suspect_before = st.suspect_before.max(now.plus(Duration::from_nanos(1)));
+                    }
+                    st.forget(&entry.meta, reason);
+                    st.plan_connect_threads(&self.config)
+                };
+                self.finish(vec![(entry, reason)]);
+                if spawn > 0 {
+                    self.spawn_connectors(spawn);
+                }
+                None
+            }
+        }
+    }
+
+    /// Closes connections (already accounted for) outside the lock and
+    /// tells the event handler; wakes `close_timeout` when the pool is empty.
+    pub(crate) fn finish(&self, closing: Closing<M::Connection>) {
+        if closing.is_empty() {
+            return;
+        }
+        for (entry, reason) in closing {
+            let id = entry.meta.id;
+            match reason {
+                CloseReason::Recycled | CloseReason::IdleTimeout | CloseReason::Excess => {
+                    log::debug!("pool '{}': closing connection {id} ({reason})", self.config.name)
+                }
+                _ => log::debug!("pool '{}': closing connection {id} ({reason})", self.config.name),
+            }
+            // Dropping the driver's connection closes it; a panic there is
+            // contained like any other driver panic.
+            if catch_unwind(AssertUnwindSafe(move || drop(entry))).is_err() {
+                log::error!(
+                    "pool '{}': dropping connection {id} panicked",
+                    self.config.name
+                );
+            }
+            if let Some(events) = &self.config.events {
+                emit(&self.config.name, "on_close", || {
+                    events.on_close(&self.config.name, id, reason)
+                });
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Starts connect threads if the pool wants more attempts.
+    pub(crate) fn request_connects(self: &Arc<Self>) {
+        let spawn = self.state.lock().plan_connect_threads(&self.config);
+        if spawn > 0 {
+            self.spawn_connectors(spawn);
+        }
+    }
+
+    /// Closes the pool (idempotent).
+    pub(crate) fn close(&self) {
+        let (closing, waiters) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let idle = std::mem::take(&mut st.idle);
+            let closing: Closing<M::Connection> = idle
+                .into_iter()
+                .map(|e| {
+                    st.forget(&e.meta, CloseReason::PoolClosed);
+                    (e, CloseReason::PoolClosed)
+                })
+                .collect();
+            let waiters: Vec<_> = st.waiters.drain(..).collect();
+            for w in &waiters {
+                *w.outcome.lock() = Some(Handoff::Closed);
+                w.cv.notify_one();
+            }
+            st.woken = None;
+            (closing, waiters)
+        };
+        drop(waiters);
+        log::debug!("pool '{}': closed", self.config.name);
+        self.finish(closing);
+        self.changed.notify_all();
+        let _ = self.wake.try_send(());
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let cfg = &self.config;
+        let (snapshot, counters, closed, failures, last_error) = {
+            let st = self.state.lock();
+            (
+                st.snapshot(cfg),
+                st.counters.clone(),
+                st.closed,
+                st.connect.failures,
+                st.connect.last_error.clone(),
+            )
+        };
+        Stats {
+            name: cfg.name.clone(),
+            pool_size: cfg.pool_size,
+            max_overflow: cfg.max_overflow,
+            open: snapshot.open,
+            idle: snapshot.idle,
+            in_use: snapshot.in_use,
+            overflow_open: snapshot.open.saturating_sub(cfg.pool_size),
+            overflow_in_use: snapshot.in_use.saturating_sub(cfg.pool_size),
+            waiting: snapshot.waiting,
+            connecting: snapshot.opening,
+            closed,
+            created: counters.created,
+            closed_by: stats::closed_counts(&counters),
+            detached: counters.detached,
+            connect_errors: counters.connect_errors,
+            consecutive_connect_failures: failures,
+            last_connect_error: if failures > 0 {
+                last_error.map(|e| e.to_string())
+            } else {
+                None
+            },
+            checkouts: counters.checkouts,
+            waited: counters.waited,
+            timeouts: counters.timeouts,
+            queue_full: counters.queue_full,
+            pings: counters.pings,
+            leaks_reported: counters.leaks_reported,
+            wait: stats::wait_stats(&counters),
+            held: stats::held_stats(&counters),
+        }
+    }
+}
