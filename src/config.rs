@@ -386,10 +386,25 @@ impl<M> Builder<M> {
     pub fn validate(&self) -> Result<Config, Error> {
         let mut c = self.cfg.clone();
         if !self.connect_timeout_set {
-            c.connect_timeout = c.checkout_timeout;
+            // Follows checkout_timeout; a zero checkout_timeout ("never
+            // wait") must not make every connect attempt time out at once,
+            // so connects then get the default 30 s.
+            c.connect_timeout = if c.checkout_timeout.is_zero() {
+                Duration::from_secs(30)
+            } else {
+                c.checkout_timeout
+            };
         }
         if c.name.trim().is_empty() {
             return Err(Error::config("name", &c.name, "a non-empty name"));
+        }
+        // Checked first: `max_open()` below would overflow on absurd sizes.
+        if c.pool_size.checked_add(c.max_overflow).is_none() {
+            return Err(Error::config(
+                "pool_size + max_overflow",
+                format!("{} + {}", c.pool_size, c.max_overflow),
+                format!("at most {MAX_OPEN} connections in all"),
+            ));
         }
         if c.max_open() == 0 {
             return Err(Error::config(

@@ -35,7 +35,7 @@ pub(crate) fn backoff_delay(cfg: &Config, failures: u64, unit: f64) -> Duration 
 }
 
 /// A number in `[0, 1)` that differs from call to call (jitter only).
-fn jitter_unit(seed: u64) -> f64 {
+pub(crate) fn jitter_unit(seed: u64) -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)
@@ -114,6 +114,7 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
             let attempt = Attempt {
                 id: st.next_attempt_id,
                 started: Instant::now(),
+                generation: st.generation,
             };
             st.next_attempt_id += 1;
             st.attempts.push(attempt);
@@ -124,7 +125,7 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
         let took = attempt.started.elapsed();
         let now = cfg.clock.now();
         let mut closing = Vec::new();
-        let mut log_failure: Option<(SharedError, u64, Duration)> = None;
+        let mut log_failure: Option<(SharedError, u64, Duration, bool)> = None;
         let mut opened_id = None;
         let mut late = None;
         let abandoned = {
@@ -143,7 +144,11 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
                     st.connect.retry_at = None;
                     st.connect.last_error = None;
                     st.counters.created += 1;
-                    match st.admit(cfg, now) {
+                    // Started before a retire_all: it may be connected to
+                    // the retired server, so it is closed, not handed out.
+                    let retired = attempt.generation < st.generation;
+                    let admitted = if retired { None } else { st.admit(cfg, now) };
+                    match admitted {
                         Some(meta) => {
                             opened_id = Some(meta.id);
                             let entry = Entry { conn, meta };
@@ -153,9 +158,14 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
                             }
                         }
                         None => {
-                            // A late result with no room: never open, so
-                            // count it closed to keep created - closed = open.
-                            st.counters.closed(CloseReason::Excess);
+                            // Retired, or a late result with no room: never
+                            // open, so count it closed to keep
+                            // created - closed = open.
+                            st.counters.closed(if retired {
+                                CloseReason::Retired
+                            } else {
+                                CloseReason::Excess
+                            });
                             late = Some(conn);
                         }
                     }
@@ -167,27 +177,42 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
                     Some(e)
                 }
                 Err(Failure::Connect(e)) => {
-                    st.counters.connect_errors += 1;
+                    // An abandoned attempt was counted as failed when it
+                    // was given up on; count each attempt once.
+                    if !abandoned {
+                        st.counters.connect_errors += 1;
+                    }
                     Some(e)
                 }
             };
             if let Some(e) = failure {
-                st.connect.failures += 1;
+                // One log line per backoff step: an attempt that fails while
+                // a step is already scheduled (it ran concurrently with the
+                // failure that scheduled it) is counted but not logged.
+                let at = Instant::now();
+                let new_step = st.connect.retry_at.is_none_or(|r| r <= at);
+                if !abandoned {
+                    st.connect.failures += 1;
+                }
                 let delay = backoff_delay(cfg, st.connect.failures, jitter_unit(attempt.id));
-                st.connect.retry_at = Some(Instant::now() + delay);
+                st.connect.retry_at = Some(at + delay);
                 st.connect.last_error = Some(Arc::clone(&e));
-                log_failure = Some((e, st.connect.failures, delay));
+                log_failure = Some((e, st.connect.failures, delay, new_step));
             }
             abandoned
         };
         shared.changed.notify_all();
         drop(late);
-        if let Some((e, failures, delay)) = log_failure {
-            log::warn!(
-                "pool '{}': connect failed ({failures} in a row, next try in {}): {e}",
-                cfg.name,
-                crate::fmt_duration(delay)
-            );
+        if let Some((e, failures, delay, new_step)) = log_failure {
+            if new_step {
+                log::warn!(
+                    "pool '{}': connect failed ({failures} in a row, next try in {}): {}",
+                    cfg.name,
+                    crate::fmt_duration(delay),
+                    crate::error::Chain(&*e)
+                );
+            }
+            // The hook sees every failed attempt, logged or not.
             if let Some(events) = &cfg.events {
                 emit(&cfg.name, "on_connect_error", || {
                     events.on_connect_error(&cfg.name, &*e)

@@ -55,6 +55,16 @@ pub fn parse_duration(setting: &str, text: &str, optional: bool) -> Result<Optio
         }
         Duration::from_secs_f64(secs)
     } else {
+        // humantime panics ("overflow in Duration::new") on sums that reach
+        // u64::MAX seconds, e.g. "18446744073709551615s 1000ms": texts that
+        // could come near that never reach it.
+        if humantime_upper_bound(t) >= u128::from(u64::MAX) * NANOS_PER_SEC {
+            return Err(Error::config(
+                setting,
+                text,
+                "a duration of at most 100 years (it must fit in a deadline)",
+            ));
+        }
         humantime::parse_duration(t).map_err(|_| bad())?
     };
     if d > MAX_DURATION {
@@ -65,6 +75,47 @@ pub fn parse_duration(setting: &str, text: &str, optional: bool) -> Result<Optio
         ));
     }
     Ok(Some(d))
+}
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// An upper bound, in nanoseconds, of what humantime can read from `t`: every
+/// number's integer part plus one, in its unit (in years, the largest, when
+/// the unit is not one humantime knows). Fractions are covered by the "plus
+/// one".
+fn humantime_upper_bound(t: &str) -> u128 {
+    let mut total: u128 = 0;
+    let mut rest = t;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n = rest[..end].parse::<u128>().unwrap_or(u128::MAX);
+        rest = &rest[end..];
+        if let Some(fraction) = rest.strip_prefix('.') {
+            rest = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        rest = rest.trim_start();
+        let unit_end = rest
+            .find(|c: char| c.is_whitespace() || c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit: u128 = match &rest[..unit_end] {
+            "nanos" | "nsec" | "ns" => 1,
+            "usec" | "us" | "µs" => 1_000,
+            "millis" | "msec" | "ms" => 1_000_000,
+            "seconds" | "second" | "secs" | "sec" | "s" => NANOS_PER_SEC,
+            "minutes" | "minute" | "min" | "mins" | "m" => 60 * NANOS_PER_SEC,
+            "hours" | "hour" | "hr" | "hrs" | "h" => 3_600 * NANOS_PER_SEC,
+            "days" | "day" | "d" => 86_400 * NANOS_PER_SEC,
+            "weeks" | "week" | "wk" | "wks" | "w" => 604_800 * NANOS_PER_SEC,
+            "months" | "month" | "M" => 2_630_016 * NANOS_PER_SEC,
+            _ => 31_557_600 * NANOS_PER_SEC,
+        };
+        total = total.saturating_add(n.saturating_add(1).saturating_mul(unit));
+        rest = &rest[unit_end..];
+    }
+    total
 }
 
 fn parse_count(setting: &str, text: &str) -> Result<usize, Error> {
@@ -123,11 +174,17 @@ impl<M> Builder<M> {
         lookup: impl Fn(&str) -> Result<Option<String>, Error>,
     ) -> Result<Builder<M>, Error> {
         let mut b = Builder::new();
+        // Every value read, as typed: errors quote these.
+        let typed = std::cell::RefCell::new(Vec::<(String, String)>::new());
         let get = |suffix: &str| -> Result<Option<(String, String)>, Error> {
             let name = format!("{prefix}{suffix}");
-            Ok(lookup(&name)?
+            let found = lookup(&name)?
                 .filter(|v| !v.trim().is_empty())
-                .map(|v| (name, v)))
+                .map(|v| (name, v));
+            if let Some(pair) = &found {
+                typed.borrow_mut().push(pair.clone());
+            }
+            Ok(found)
         };
         let c = b.config_mut();
         if let Some((n, v)) = get("POOL_SIZE")? {
@@ -155,7 +212,7 @@ impl<M> Builder<M> {
             c.pre_ping = parse_bool(&n, &v)?;
         }
         // Zero durations are rejected by validate() with the setting's name;
-        // report them with the variable's name instead.
+        // report them with the variable's name and the text as typed.
         b.validate().map_err(|e| match e {
             Error::Config {
                 setting,
@@ -163,9 +220,9 @@ impl<M> Builder<M> {
                 expected,
             } => match env_name(prefix, &setting) {
                 Some(var) => Error::Config {
+                    value: as_typed(&var, &value, &typed.borrow()),
                     setting: format!("{var} ({setting})"),
-                    value,
-                    expected,
+                    expected: expected.replace("or None to disable", "or off/none to disable"),
                 },
                 None => Error::Config {
                     setting,
@@ -177,6 +234,26 @@ impl<M> Builder<M> {
         })?;
         Ok(b)
     }
+}
+
+/// The value of `var` (or of each of `A + B`) as the user typed it; the
+/// parsed `value` for a variable that was not set.
+fn as_typed(var: &str, value: &str, typed: &[(String, String)]) -> String {
+    let vars: Vec<&str> = var.split(" + ").collect();
+    let values: Vec<&str> = value.split(" + ").collect();
+    if vars.len() != values.len() {
+        return value.to_owned();
+    }
+    vars.iter()
+        .zip(values)
+        .map(|(var, parsed)| {
+            typed
+                .iter()
+                .find(|(name, _)| name == var)
+                .map_or(parsed, |(_, text)| text.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 fn env_name(prefix: &str, setting: &str) -> Option<String> {

@@ -142,7 +142,7 @@ impl fmt::Display for Error {
                     crate::fmt_duration(*waited)
                 )?;
                 if let Some(e) = last_connect_error {
-                    write!(f, "; connects are failing, last error: {e}")?;
+                    write!(f, "; connects are failing, last error: {}", Chain(&**e))?;
                 }
                 if !holders.is_empty() {
                     write!(f, "; longest held: {holders}")?;
@@ -177,10 +177,33 @@ impl fmt::Display for Error {
                 source,
             } => write!(
                 f,
-                "pool '{pool}': could not open a connection ({consecutive_failures} failed in a row): {source}; \
-                 check that the database is up and the connection settings are right"
+                "pool '{pool}': could not open a connection ({consecutive_failures} failed in a row): {}; \
+                 check that the database is up and the connection settings are right",
+                Chain(&**source)
             ),
         }
+    }
+}
+
+/// Displays an error followed by its sources (`db error: FATAL: too many
+/// connections for role "app"`): some drivers (`postgres`) keep the
+/// server's message in `source()` only. A source whose text the message
+/// already contains is not repeated.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            let more = e.to_string();
+            if !text.contains(&more) {
+                text.push_str(": ");
+                text.push_str(&more);
+            }
+            next = e.source();
+        }
+        f.write_str(&text)
     }
 }
 

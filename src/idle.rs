@@ -44,6 +44,9 @@ pub(crate) struct Waiter<C> {
 pub(crate) struct Attempt {
     pub(crate) id: u64,
     pub(crate) started: Instant,
+    /// The `retire_all` generation it started in: a connection it opens
+    /// after a later `retire_all` may reach the old server, and is closed.
+    pub(crate) generation: u64,
 }
 
 /// Connect failures and the backoff they impose.
@@ -207,14 +210,24 @@ impl<C> State<C> {
         entry: Entry<C>,
         handoff_directly: bool,
     ) -> Option<Entry<C>> {
-        let direct = handoff_directly || !self.may_barge(cfg.barging_window);
+        // Also hand over directly when the idle store is full: keeping the
+        // connection is impossible, and closing it as excess while a waiter
+        // queues would make that waiter wait for a new connect.
+        let direct = handoff_directly
+            || self.idle.len() >= cfg.pool_size
+            || !self.may_barge(cfg.barging_window);
         if direct {
             if let Some(w) = self.waiters.pop_front() {
-                if self.woken == Some(w.id) {
-                    self.woken = None;
-                }
+                let was_told = self.woken == Some(w.id);
                 *w.outcome.lock() = Some(Handoff::Conn(entry));
                 w.cv.notify_one();
+                if was_told {
+                    // It had been told about an idle connection it will now
+                    // not take: tell the next waiter, or that connection
+                    // would sit idle until the next waiter's deadline.
+                    self.woken = None;
+                    self.wake_front();
+                }
                 return None;
             }
         }
@@ -285,6 +298,15 @@ impl<C> State<C> {
             self.connect_threads = self.connect_threads.saturating_sub(reaped);
             self.counters.connect_errors += reaped as u64;
             self.connect.failures += reaped as u64;
+            // A hung attempt is a failure like any other: back off before
+            // the next one, or a blackholed database gets a new attempt
+            // (and a new blocked thread) every connect_timeout.
+            let delay = crate::connector::backoff_delay(
+                cfg,
+                self.connect.failures,
+                crate::connector::jitter_unit(self.next_attempt_id),
+            );
+            self.connect.retry_at = Some(now + delay);
             self.connect.last_error = Some(Arc::new(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(

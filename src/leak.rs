@@ -174,10 +174,20 @@ fn thread_name(tag: u64) -> String {
 
 // ---- backtraces ----------------------------------------------------------
 
+static CAPTURES: AtomicU64 = AtomicU64::new(0);
+
 /// Captures a backtrace inside `get()`.
 #[inline(never)]
 pub(crate) fn capture() -> Arc<Backtrace> {
+    CAPTURES.fetch_add(1, Ordering::Relaxed);
     Arc::new(Backtrace::force_capture())
+}
+
+/// Backtraces captured by checkouts in this process so far (for tests that
+/// check tracking without backtraces captures none).
+#[doc(hidden)]
+pub fn backtraces_captured() -> u64 {
+    CAPTURES.load(Ordering::Relaxed)
 }
 
 /// The backtrace as text, without the frames of std and of this crate at
@@ -216,13 +226,21 @@ pub(crate) fn trimmed(bt: &Backtrace) -> String {
         .iter()
         .position(|f| !internal(f))
         .unwrap_or(frames.len());
-    // Stop at the runtime's entry frames: nothing of the user's below them.
-    let kept: Vec<String> = frames[start..]
+    // Stop at the runtime's entry frames (nothing of the user's below them),
+    // then drop the std/core frames that lead into them.
+    let mut kept: Vec<&Vec<&str>> = frames[start..]
         .iter()
-        .take_while(|f| !f[0].contains("std::rt::lang_start") && !f[0].contains("__libc_start"))
+        .take_while(|f| {
+            !["std::rt::lang_start", "__rust_begin_short_backtrace", "__libc_start"]
+                .iter()
+                .any(|stop| f[0].contains(stop))
+        })
         .take(40)
-        .map(|f| f.join("\n"))
         .collect();
+    while kept.last().is_some_and(|f| internal(f)) {
+        kept.pop();
+    }
+    let kept: Vec<String> = kept.iter().map(|f| f.join("\n")).collect();
     if kept.is_empty() {
         // Symbols unavailable (stripped binary): show what there is.
         return text;

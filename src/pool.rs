@@ -308,6 +308,20 @@ impl<M: Manager> Shared<M> {
                 drop(st);
                 return Err(self.closed_error());
             }
+            // After a failed validation (`started` is set), a checkout that
+            // is past its deadline stops here instead of validating yet
+            // another idle connection: with a stalled network each failed
+            // ping costs a whole ping timeout. (A zero timeout keeps trying
+            // the idle connections, as `try_get` always has.)
+            if let Some(start) = started {
+                if !timeout.is_zero() && start.elapsed() >= timeout {
+                    st.counters.timeouts += 1;
+                    let err = self.timeout_error(&st, start.elapsed());
+                    drop(st);
+                    self.finish(closing);
+                    return Err(err);
+                }
+            }
             let barge = st.may_barge(self.config.barging_window);
             let idle = if barge {
                 st.pop_idle(now, &mut closing)
@@ -329,6 +343,14 @@ impl<M: Manager> Shared<M> {
                     }
                 }
             };
+            // After a wait, `now` is from before it: read the clock again so
+            // the hold time (and leak tracking) starts at hand-out and the
+            // ping rules see the real idle time. Slow path only.
+            let now = if waited.is_some() {
+                self.config.clock.now()
+            } else {
+                now
+            };
             let ping = entry.meta.needs_ping(now, &self.ping_rules(&st));
             st.hold(
                 &entry.meta,
@@ -341,17 +363,21 @@ impl<M: Manager> Shared<M> {
                     reported: false,
                 },
             );
-            if let Some(w) = waited {
-                st.counters.record_wait(w);
-            }
+            // A wait is recorded with its checkout, so the histogram counts
+            // checkouts only (a pinged one counts once its ping passed).
             if !ping {
-                st.counters.checkouts += 1;
+                st.counters.count_checkout(waited);
             }
             drop(st);
             if !closing.is_empty() {
                 self.finish(closing);
             }
-            if let Some(entry) = self.validate(entry, ping, now) {
+            if ping {
+                // A ping is a round trip anyway: start the deadline before
+                // it, so a failed one counts against the same deadline.
+                started.get_or_insert_with(Instant::now);
+            }
+            if let Some(entry) = self.validate(entry, ping, now, waited) {
                 if let Some(events) = &self.config.events {
                     let waited = waited.unwrap_or_default();
                     emit(&self.config.name, "on_checkout", || {
@@ -384,7 +410,15 @@ impl<M: Manager> Shared<M> {
             let err = self.timeout_error(st, Duration::ZERO);
             return Err(err);
         }
-        if cfg.fail_fast_when_down && st.known_down() && st.opening == 0 {
+        // Only while the backoff delay runs: once it is over, this checkout
+        // waits like any other and its demand starts the next attempt.
+        // Failing fast for good would leave the pool with no demand, so it
+        // would never retry and never recover after the outage.
+        if cfg.fail_fast_when_down
+            && st.known_down()
+            && st.opening == 0
+            && st.connect.retry_at.is_some_and(|at| Instant::now() < at)
+        {
             if let Some(source) = st.connect.last_error.clone() {
                 return Err(Error::Connect {
                     pool: cfg.name.clone(),
@@ -484,6 +518,7 @@ impl<M: Manager> Shared<M> {
         mut entry: Entry<M::Connection>,
         ping: bool,
         now: Tick,
+        waited: Option<Duration>,
     ) -> Option<Entry<M::Connection>> {
         let m = &self.manager;
         let reason = if ping {
@@ -548,7 +583,7 @@ impl<M: Manager> Shared<M> {
                     entry.meta.validated = now;
                     let mut st = self.state.lock();
                     st.counters.pings += 1;
-                    st.counters.checkouts += 1;
+                    st.counters.count_checkout(waited);
                 }
                 Some(entry)
             }
@@ -673,7 +708,7 @@ impl<M: Manager> Shared<M> {
             connect_errors: counters.connect_errors,
             consecutive_connect_failures: failures,
             last_connect_error: if failures > 0 {
-                last_error.map(|e| e.to_string())
+                last_error.map(|e| crate::error::Chain(&*e).to_string())
             } else {
                 None
             },
@@ -686,5 +721,15 @@ impl<M: Manager> Shared<M> {
             wait: stats::wait_stats(&counters),
             held: stats::held_stats(&counters),
         }
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// Runs one round of the background thread's housekeeping (recycling,
+    /// idle timeout, hung connects, leak reports, `min_idle`) now, on the
+    /// calling thread; for tests that drive a manual clock.
+    #[doc(hidden)]
+    pub fn run_maintenance(&self) {
+        self.shared().housekeeping();
     }
 }

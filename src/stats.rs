@@ -116,6 +116,14 @@ impl Counters {
         self.closed.iter().sum()
     }
 
+    /// Counts a checkout handed out, with its wait if it waited.
+    pub(crate) fn count_checkout(&mut self, waited: Option<Duration>) {
+        self.checkouts += 1;
+        if let Some(w) = waited {
+            self.record_wait(w);
+        }
+    }
+
     pub(crate) fn record_wait(&mut self, waited: Duration) {
         let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         let secs = waited.as_secs_f64();
@@ -218,6 +226,8 @@ pub struct HeldStats {
     pub mean: Duration,
     /// Longest hold time.
     pub max: Duration,
+    /// Sum of all hold times.
+    pub sum: Duration,
 }
 
 /// A snapshot of a pool: its size, its state and counters since start.
@@ -370,6 +380,7 @@ pub(crate) fn held_stats(c: &Counters) -> HeldStats {
         count: c.held_count,
         mean,
         max: Duration::from_nanos(c.held_max_ns),
+        sum: Duration::from_nanos(u64::try_from(c.held_sum_ns).unwrap_or(u64::MAX)),
     }
 }
 

@@ -9,3 +9,10 @@ pub mod postgres;
 pub mod r2d2;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+/// Socket peeking shared by the network adapters.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod peek;
+/// Password redaction shared by the network adapters.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod redact;
