@@ -524,9 +524,7 @@ const MAX_OPEN: usize = 1 << 20;
 
 /// Rejects durations that would overflow a deadline computed from now.
 fn check_deadline(setting: &str, d: Duration) -> Result<(), Error> {
-    // A century is far beyond any sane setting and safe from overflow in
-    // nanosecond tick arithmetic (u64 nanoseconds last 584 years).
-    const LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    const LIMIT: Duration = crate::MAX_SETTING;
     if d > LIMIT || Instant::now().checked_add(d).is_none() {
         return Err(Error::config(
             setting,

@@ -17,10 +17,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::entry::Entry;
 use crate::error::SharedError;
 use crate::events::emit;
-use crate::idle::Attempt;
 use crate::manager::Manager;
 use crate::pool::Shared;
 use crate::stats::CloseReason;
@@ -111,15 +109,7 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
                     _ => break,
                 }
             }
-            let attempt = Attempt {
-                id: st.next_attempt_id,
-                started: Instant::now(),
-                generation: st.generation,
-            };
-            st.next_attempt_id += 1;
-            st.attempts.push(attempt);
-            st.opening += 1;
-            attempt
+            st.start_attempt(Instant::now())
         };
         let result = shared.open_one();
         let took = attempt.started.elapsed();
@@ -130,44 +120,15 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
         let mut late = None;
         let abandoned = {
             let mut st = shared.state.lock();
-            let abandoned = match st.attempts.iter().position(|a| a.id == attempt.id) {
-                Some(i) => {
-                    st.attempts.swap_remove(i);
-                    st.opening -= 1;
-                    false
-                }
-                None => true,
-            };
+            let abandoned = !st.end_attempt(attempt.id);
             let failure = match result {
                 Ok(conn) => {
                     st.connect.failures = 0;
                     st.connect.retry_at = None;
                     st.connect.last_error = None;
-                    st.counters.created += 1;
-                    // Started before a retire_all: it may be connected to
-                    // the retired server, so it is closed, not handed out.
-                    let retired = attempt.generation < st.generation;
-                    let admitted = if retired { None } else { st.admit(cfg, now) };
-                    match admitted {
-                        Some(meta) => {
-                            opened_id = Some(meta.id);
-                            let entry = Entry { conn, meta };
-                            if let Some(extra) = st.place(cfg, entry, true) {
-                                st.forget(&extra.meta, CloseReason::Excess);
-                                closing.push((extra, CloseReason::Excess));
-                            }
-                        }
-                        None => {
-                            // Retired, or a late result with no room: never
-                            // open, so count it closed to keep
-                            // created - closed = open.
-                            st.counters.closed(if retired {
-                                CloseReason::Retired
-                            } else {
-                                CloseReason::Excess
-                            });
-                            late = Some(conn);
-                        }
+                    match st.admit_new(cfg, attempt, conn, now, &mut closing) {
+                        Ok(id) => opened_id = Some(id),
+                        Err(conn) => late = Some(conn),
                     }
                     None
                 }

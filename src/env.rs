@@ -20,7 +20,7 @@ use crate::config::Builder;
 use crate::error::Error;
 
 /// The longest duration accepted from text (it must fit in a deadline).
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+const MAX_DURATION: Duration = crate::MAX_SETTING;
 
 /// Parses a duration as the environment settings do: humantime text or bare
 /// seconds; `off`/`none` give `None` when `optional`.

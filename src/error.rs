@@ -60,7 +60,7 @@ pub enum Error {
         /// How long the caller waited.
         waited: Duration,
         /// The pool's state when the wait ended.
-        state: PoolState,
+        state: Box<PoolState>,
         /// The last connect error, when connects were failing.
         last_connect_error: Option<SharedError>,
         /// A short summary of the longest-held checkouts (age, thread, call
@@ -79,7 +79,7 @@ pub enum Error {
         /// The `max_waiting` setting.
         max_waiting: usize,
         /// The pool's state.
-        state: PoolState,
+        state: Box<PoolState>,
     },
     /// A setting has a value that cannot work.
     Config {

@@ -80,7 +80,7 @@ impl<M: Manager> Pooled<M> {
             this.shared.spawn_connectors(spawn);
         }
         this.shared.changed.notify_all();
-        entry.conn
+        entry.into_conn()
     }
 
     /// Marks the connection broken: it is closed instead of returned.
@@ -180,33 +180,18 @@ impl<M: Manager> Shared<M> {
             reason = Some(CloseReason::Recycled);
         }
         entry.meta.last_used = now;
-        let held = now.since(taken);
+        // Nanoseconds, not a Duration, on the hot path (no division).
+        let held_ns = now.0.saturating_sub(taken.0);
         let id = entry.meta.id;
         let slot = entry.meta.slot as usize;
         let mut closing = Vec::new();
         let (reported, spawn) = {
             let mut st = self.state.lock();
-            let reported = st.holders[slot].take().is_some_and(|c| c.reported);
-            st.counters.record_held(held);
-            if reason.is_none() {
-                if st.closed {
-                    reason = Some(CloseReason::PoolClosed);
-                } else if entry.meta.generation < st.generation {
-                    reason = Some(CloseReason::Retired);
-                }
-            }
-            match reason {
-                None => {
-                    if let Some(extra) = st.place(&self.config, entry, false) {
-                        st.forget(&extra.meta, CloseReason::Excess);
-                        closing.push((extra, CloseReason::Excess));
-                    }
-                }
-                Some(r) => {
-                    st.forget(&entry.meta, r);
-                    closing.push((entry, r));
-                }
-            }
+            let record = &mut st.holders[slot];
+            let reported = record.as_ref().is_some_and(|c| c.reported);
+            *record = None;
+            st.counters.record_held_ns(held_ns);
+            st.check_in(&self.config, entry, reason, &mut closing);
             let spawn = if closing.is_empty() {
                 0
             } else {
@@ -218,12 +203,12 @@ impl<M: Manager> Shared<M> {
             log::info!(
                 "pool '{}': connection {id}, reported as held too long, came back after {}",
                 self.config.name,
-                crate::fmt_duration(held)
+                crate::fmt_duration(Duration::from_nanos(held_ns))
             );
         }
         if let Some(events) = &self.config.events {
             emit(&self.config.name, "on_checkin", || {
-                events.on_checkin(&self.config.name, id, held)
+                events.on_checkin(&self.config.name, id, Duration::from_nanos(held_ns))
             });
         }
         self.finish(closing);

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use crate::clock::Tick;
 use crate::config::Config;
@@ -21,6 +21,13 @@ use crate::stats::{CloseReason, Counters};
 
 /// Connections to close once the lock is released, with the reason for each.
 pub(crate) type Closing<C> = Vec<(Entry<C>, CloseReason)>;
+
+/// What a waiter finds when it looks.
+pub(crate) enum Poll<C> {
+    Ready(Entry<C>),
+    Closed,
+    Pending,
+}
 
 /// What a waiter is handed.
 pub(crate) enum Handoff<C> {
@@ -200,6 +207,71 @@ impl<C> State<C> {
         ))
     }
 
+    /// Reserves capacity for a connect attempt starting now.
+    pub(crate) fn start_attempt(&mut self, started: Instant) -> Attempt {
+        let attempt = Attempt {
+            id: self.next_attempt_id,
+            started,
+            generation: self.generation,
+        };
+        self.next_attempt_id += 1;
+        self.attempts.push(attempt);
+        self.opening += 1;
+        attempt
+    }
+
+    /// Releases an attempt's reservation; false when it had been abandoned
+    /// (its reservation was released then).
+    pub(crate) fn end_attempt(&mut self, id: u64) -> bool {
+        match self.attempts.iter().position(|a| a.id == id) {
+            Some(i) => {
+                self.attempts.swap_remove(i);
+                self.opening -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A new connection from `attempt` (already ended): counted as created,
+    /// then handed to the oldest waiter, kept idle, or (no room: a late
+    /// result, or idle full) closed. `Err` gives back a connection that was
+    /// never admitted (retired generation, or no room), counted as closed so
+    /// that `created - closed - detached == open` holds.
+    pub(crate) fn admit_new(
+        &mut self,
+        cfg: &Config,
+        attempt: Attempt,
+        conn: C,
+        now: Tick,
+        closing: &mut Closing<C>,
+    ) -> Result<u64, C> {
+        self.counters.created += 1;
+        // Started before a retire_all: it may be connected to the retired
+        // server, so it is closed, not handed out.
+        let retired = attempt.generation < self.generation;
+        let admitted = if retired { None } else { self.admit(cfg, now) };
+        match admitted {
+            Some(meta) => {
+                let id = meta.id;
+                let entry = Entry::new(conn, meta);
+                if let Some(extra) = self.place(cfg, entry, true) {
+                    self.forget(&extra.meta, CloseReason::Excess);
+                    closing.push((extra, CloseReason::Excess));
+                }
+                Ok(id)
+            }
+            None => {
+                self.counters.closed(if retired {
+                    CloseReason::Retired
+                } else {
+                    CloseReason::Excess
+                });
+                Err(conn)
+            }
+        }
+    }
+
     /// Gives a connection that is staying in the pool to the oldest waiter,
     /// or keeps it idle (waking one waiter to take it), or returns it when
     /// `pool_size` connections are already idle. `handoff_directly` forces
@@ -239,6 +311,60 @@ impl<C> State<C> {
         None
     }
 
+    /// The locked part of a return: keeps the connection (to the oldest
+    /// waiter or the idle store) unless `reason` says to close it, or the
+    /// pool is closed, or its generation was retired, or `pool_size` are
+    /// already idle; what must be closed goes to `closing`.
+    pub(crate) fn check_in(
+        &mut self,
+        cfg: &Config,
+        entry: Entry<C>,
+        reason: Option<CloseReason>,
+        closing: &mut Closing<C>,
+    ) {
+        let reason = reason.or(if self.closed {
+            Some(CloseReason::PoolClosed)
+        } else if entry.meta.generation < self.generation {
+            Some(CloseReason::Retired)
+        } else {
+            None
+        });
+        match reason {
+            None => {
+                if let Some(extra) = self.place(cfg, entry, false) {
+                    self.forget(&extra.meta, CloseReason::Excess);
+                    closing.push((extra, CloseReason::Excess));
+                }
+            }
+            Some(r) => {
+                self.forget(&entry.meta, r);
+                closing.push((entry, r));
+            }
+        }
+    }
+
+    /// The locked part of `close()`: marks the pool closed, takes the idle
+    /// connections out (to be closed) and tells every waiter. Returns the
+    /// waiters so their last references drop outside the lock.
+    pub(crate) fn close(&mut self) -> (Closing<C>, Vec<Arc<Waiter<C>>>) {
+        self.closed = true;
+        let idle = std::mem::take(&mut self.idle);
+        let closing: Closing<C> = idle
+            .into_iter()
+            .map(|e| {
+                self.forget(&e.meta, CloseReason::PoolClosed);
+                (e, CloseReason::PoolClosed)
+            })
+            .collect();
+        let waiters: Vec<_> = self.waiters.drain(..).collect();
+        for w in &waiters {
+            *w.outcome.lock() = Some(Handoff::Closed);
+            w.cv.notify_one();
+        }
+        self.woken = None;
+        (closing, waiters)
+    }
+
     /// Tells the oldest waiter that an idle connection is there, unless one
     /// has been told already.
     pub(crate) fn wake_front(&mut self) {
@@ -248,6 +374,63 @@ impl<C> State<C> {
                 w.cv.notify_one();
             }
         }
+    }
+
+    /// Queues a new waiter, last in line.
+    pub(crate) fn enqueue(&mut self, since: Instant) -> Arc<Waiter<C>> {
+        let id = self.next_waiter_id;
+        self.next_waiter_id += 1;
+        let me = Arc::new(Waiter {
+            id,
+            since,
+            cv: Condvar::new(),
+            outcome: Mutex::new(None),
+        });
+        self.waiters.push_back(Arc::clone(&me));
+        me
+    }
+
+    /// What a queued waiter finds when it looks (lock held): a connection
+    /// handed to it, the pool closed, or, when it is the oldest waiter, an
+    /// idle connection it may take. `Pending`: wait on `me.cv`, then call
+    /// [`State::woke`].
+    pub(crate) fn poll_waiter(
+        &mut self,
+        me: &Waiter<C>,
+        now: Tick,
+        closing: &mut Closing<C>,
+    ) -> Poll<C> {
+        let handed = me.outcome.lock().take();
+        match handed {
+            Some(Handoff::Conn(e)) => return Poll::Ready(e),
+            Some(Handoff::Closed) => return Poll::Closed,
+            None => {}
+        }
+        if self.closed {
+            self.remove_waiter(me.id);
+            return Poll::Closed;
+        }
+        if self.waiters.front().is_some_and(|w| w.id == me.id) && !self.idle.is_empty() {
+            if let Some(e) = self.pop_idle(now, closing) {
+                self.remove_waiter(me.id);
+                return Poll::Ready(e);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// After a waiter wakes: the notification, if it was the one told about
+    /// an idle connection, is used up (another may be told next).
+    pub(crate) fn woke(&mut self, id: u64) {
+        if self.woken == Some(id) {
+            self.woken = None;
+        }
+    }
+
+    /// The waiter gives up (its deadline passed). Call it under the same lock
+    /// as a `poll_waiter` that returned `Pending`, so no hand-off is lost.
+    pub(crate) fn cancel_waiter(&mut self, id: u64) {
+        self.remove_waiter(id);
     }
 
     pub(crate) fn remove_waiter(&mut self, id: u64) {
@@ -327,7 +510,11 @@ impl<C> State<C> {
     /// Checks the invariants (tests and debug assertions).
     pub(crate) fn check_invariants(&self, cfg: &Config) -> Result<(), String> {
         if self.idle.len() > cfg.pool_size {
-            return Err(format!("idle {} > pool_size {}", self.idle.len(), cfg.pool_size));
+            return Err(format!(
+                "idle {} > pool_size {}",
+                self.idle.len(),
+                cfg.pool_size
+            ));
         }
         if self.open + self.opening > cfg.max_open() {
             return Err(format!(

@@ -97,11 +97,14 @@ mod guard;
 mod health;
 mod idle;
 mod leak;
+#[cfg(all(test, loom))]
+mod loom_model;
 mod maintenance;
 mod manager;
 mod pool;
 mod prometheus;
 mod stats;
+mod sync;
 
 pub mod backends;
 #[cfg(feature = "testing")]
@@ -145,10 +148,15 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// The longest duration any setting accepts: 100 years of 365.25 days (what
+/// humantime means by `100y`). Far beyond any sane setting, and it fits in
+/// deadlines and in nanosecond ticks (u64 nanoseconds last 584 years).
+pub(crate) const MAX_SETTING: Duration = Duration::from_secs(3_155_760_000);
+
 /// `start + timeout`, or a century from `start` when that overflows.
 pub(crate) fn deadline(start: Instant, timeout: Duration) -> Instant {
     start
         .checked_add(timeout)
-        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .or_else(|| start.checked_add(MAX_SETTING))
         .unwrap_or(start)
 }

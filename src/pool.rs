@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::clock::Tick;
 use crate::config::{Builder, Config, WarmUp};
@@ -20,7 +20,7 @@ use crate::entry::{Entry, PingRules};
 use crate::error::{Error, PoolState};
 use crate::events::emit;
 use crate::guard::Pooled;
-use crate::idle::{Closing, Handoff, State, Waiter};
+use crate::idle::{Closing, Poll, State};
 use crate::leak::{self, Checkout, Holder};
 use crate::maintenance;
 use crate::manager::Manager;
@@ -433,45 +433,29 @@ impl<M: Manager> Shared<M> {
                 return Err(Error::QueueFull {
                     pool: cfg.name.clone(),
                     max_waiting: max,
-                    state: st.snapshot(cfg),
+                    state: Box::new(st.snapshot(cfg)),
                 });
             }
         }
-        let id = st.next_waiter_id;
-        st.next_waiter_id += 1;
-        let me = Arc::new(Waiter {
-            id,
-            since: Instant::now(),
-            cv: Condvar::new(),
-            outcome: Mutex::new(None),
-        });
-        st.waiters.push_back(Arc::clone(&me));
+        let me = st.enqueue(Instant::now());
+        let id = me.id;
         loop {
             let spawn = st.plan_connect_threads(cfg);
             if spawn > 0 {
                 MutexGuard::unlocked(st, || self.spawn_connectors(spawn));
             }
-            let handed = me.outcome.lock().take();
-            match handed {
-                Some(Handoff::Conn(e)) => return Ok(e),
-                Some(Handoff::Closed) => return Err(self.closed_error()),
-                None => {}
-            }
-            if st.closed {
-                st.remove_waiter(id);
-                return Err(self.closed_error());
-            }
-            if st.waiters.front().is_some_and(|w| w.id == id) && !st.idle.is_empty() {
-                let now = cfg.clock.now();
-                if let Some(e) = st.pop_idle(now, closing) {
-                    st.remove_waiter(id);
-                    return Ok(e);
-                }
+            match st.poll_waiter(&me, cfg.clock.now(), closing) {
+                Poll::Ready(e) => return Ok(e),
+                Poll::Closed => return Err(self.closed_error()),
+                Poll::Pending => {}
             }
             let now = Instant::now();
             if now >= deadline {
-                st.remove_waiter(id);
+                // Still under the lock that saw Pending: no hand-off can
+                // slip in between, so leaving the queue loses nothing.
+                st.cancel_waiter(id);
                 st.counters.timeouts += 1;
+                // `waiting` in the message counts the others still queued.
                 let err = self.timeout_error(st, me.since.elapsed());
                 if let Some(events) = &cfg.events {
                     let waited = me.since.elapsed();
@@ -484,9 +468,7 @@ impl<M: Manager> Shared<M> {
             }
             st.reap_hung_attempts(cfg, now);
             me.cv.wait_until(st, deadline);
-            if st.woken == Some(id) {
-                st.woken = None;
-            }
+            st.woke(id);
         }
     }
 
@@ -495,7 +477,7 @@ impl<M: Manager> Shared<M> {
         Error::Timeout {
             pool: self.config.name.clone(),
             waited,
-            state: st.snapshot(&self.config),
+            state: Box::new(st.snapshot(&self.config)),
             last_connect_error: if st.connect.failures > 0 {
                 st.connect.last_error.clone()
             } else {
@@ -610,10 +592,16 @@ impl<M: Manager> Shared<M> {
 
     /// Closes connections (already accounted for) outside the lock and
     /// tells the event handler; wakes `close_timeout` when the pool is empty.
+    #[inline]
     pub(crate) fn finish(&self, closing: Closing<M::Connection>) {
-        if closing.is_empty() {
-            return;
+        // Nothing to close on the hot paths: no call, no drop glue.
+        if !closing.is_empty() {
+            self.close_now(closing);
         }
+    }
+
+    #[inline(never)]
+    fn close_now(&self, closing: Closing<M::Connection>) {
         for (entry, reason) in closing {
             let id = entry.meta.id;
             match reason {
@@ -654,22 +642,7 @@ impl<M: Manager> Shared<M> {
             if st.closed {
                 return;
             }
-            st.closed = true;
-            let idle = std::mem::take(&mut st.idle);
-            let closing: Closing<M::Connection> = idle
-                .into_iter()
-                .map(|e| {
-                    st.forget(&e.meta, CloseReason::PoolClosed);
-                    (e, CloseReason::PoolClosed)
-                })
-                .collect();
-            let waiters: Vec<_> = st.waiters.drain(..).collect();
-            for w in &waiters {
-                *w.outcome.lock() = Some(Handoff::Closed);
-                w.cv.notify_one();
-            }
-            st.woken = None;
-            (closing, waiters)
+            st.close()
         };
         drop(waiters);
         log::debug!("pool '{}': closed", self.config.name);

@@ -137,8 +137,10 @@ impl Counters {
         self.waited += 1;
     }
 
-    pub(crate) fn record_held(&mut self, held: Duration) {
-        let ns = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+    /// Counts a return after `ns` nanoseconds held (nanoseconds: the return
+    /// path does no Duration arithmetic).
+    #[inline]
+    pub(crate) fn record_held_ns(&mut self, ns: u64) {
         self.held_count += 1;
         self.held_sum_ns += u128::from(ns);
         self.held_max_ns = self.held_max_ns.max(ns);

@@ -144,6 +144,9 @@ fn idle_connections_killed_by_the_server_are_replaced_without_errors() {
         .unwrap();
     assert_eq!(user.kill_all(), 4);
 
+    // Held four at a time: the first four checkouts take (and check)
+    // every idle connection, whatever the order they are handed out in.
+    let mut held = Vec::new();
     for i in 0..20 {
         let mut conn = pool
             .get()
@@ -152,6 +155,10 @@ fn idle_connections_killed_by_the_server_are_replaced_without_errors() {
             .query_first("SELECT 1")
             .unwrap_or_else(|e| panic!("query {i}: {e}"));
         assert_eq!(one, Some(1));
+        held.push(conn);
+        if held.len() == 4 {
+            held.clear();
+        }
     }
     let s = pool.stats();
     assert_eq!(s.closed_by.failed_ping + s.closed_by.broken, 4, "{s:?}");
@@ -175,6 +182,9 @@ fn killed_connections_returned_moments_ago_are_not_handed_out() {
     drop(guards);
     assert_eq!(user.kill_all(), 4);
 
+    // Held four at a time: the first four checkouts take (and check)
+    // every idle connection, whatever the order they are handed out in.
+    let mut held = Vec::new();
     for i in 0..20 {
         let mut conn = pool
             .get()
@@ -183,6 +193,10 @@ fn killed_connections_returned_moments_ago_are_not_handed_out() {
             .query_first("SELECT 1")
             .unwrap_or_else(|e| panic!("query {i}: {e}"));
         assert_eq!(one, Some(1));
+        held.push(conn);
+        if held.len() == 4 {
+            held.clear();
+        }
     }
     let s = pool.stats();
     assert_eq!(s.closed_by.broken, 4, "{s:?}");
@@ -230,6 +244,49 @@ fn unix_socket_connections_are_checked_by_peeking_too() {
     assert!(!m.is_broken(&mut conn));
     user.kill_all();
     assert!(m.is_broken(&mut conn));
+}
+
+// Per-connection init.
+#[test]
+fn init_sql_and_closure_run_on_every_new_connection() {
+    let Some(server) = my::server("mysql init") else {
+        return;
+    };
+    let user = server.user(0);
+    let m = manager(&server, &user)
+        .init_sql("SET @cistern_init = 'yes'")
+        .init_with(|c| c.query_drop("SET SESSION wait_timeout = 4321"));
+    let pool = Pool::builder().name("my-init").build(m).unwrap();
+    let guards: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    for mut g in guards {
+        let row: Option<(String, u64)> = g
+            .query_first("SELECT @cistern_init, @@session.wait_timeout")
+            .unwrap();
+        assert_eq!(row, Some(("yes".to_owned(), 4321)));
+    }
+}
+
+#[test]
+fn failing_init_fails_the_connect_with_its_error_and_nothing_reaches_a_user() {
+    let Some(server) = my::server("mysql init fails") else {
+        return;
+    };
+    let user = server.user(0);
+    let m = manager(&server, &user).init_sql("SET SESSION no_such_variable_anywhere = 1");
+    let pool = Pool::builder()
+        .name("my-init-fails")
+        .checkout_timeout(Duration::from_millis(800))
+        .build(m)
+        .unwrap();
+    let err = pool.get().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        err.to_string().contains("no_such_variable_anywhere"),
+        "{err}"
+    );
+    let s = pool.stats();
+    assert!(s.closed_by.failed_init >= 1, "{s:?}");
+    assert_eq!(s.open, 0, "{s:?}");
 }
 
 // c. A connection killed while checked out.
@@ -343,12 +400,19 @@ fn every_checkout_after_all_connections_are_cut_succeeds() {
     drop(guards);
     assert_eq!(proxy.cut_all(), 4);
 
+    // Held four at a time: the first four checkouts take (and check)
+    // every idle connection, whatever the order they are handed out in.
+    let mut held = Vec::new();
     for i in 0..20 {
         let mut conn = pool
             .get()
             .unwrap_or_else(|e| panic!("checkout {i} after the cut failed: {e}"));
         conn.query_drop("SELECT 1")
             .unwrap_or_else(|e| panic!("query {i} after the cut: {e}"));
+        held.push(conn);
+        if held.len() == 4 {
+            held.clear();
+        }
     }
     let s = pool.stats();
     assert_eq!(s.closed_by.broken + s.closed_by.failed_ping, 4, "{s:?}");
@@ -556,7 +620,11 @@ fn reset_on_return_rolls_back_a_raw_begin_left_open() {
         .name("my-reset")
         .pool_size(1)
         .max_overflow(0)
-        .build(manager(&server, &user).reset_on_return(true))
+        .build(
+            manager(&server, &user)
+                .init_sql("SET SESSION wait_timeout = 12345")
+                .reset_on_return(true),
+        )
         .unwrap();
     let mut conn = pool.get().unwrap();
     let first = id(&mut conn);
@@ -575,6 +643,9 @@ fn reset_on_return_rolls_back_a_raw_begin_left_open() {
         "the uncommitted write is visible"
     );
     assert_eq!(user.count(&table), 0);
+    // COM_RESET_CONNECTION reset the session; the init ran again.
+    let wait: Option<u64> = conn.query_first("SELECT @@session.wait_timeout").unwrap();
+    assert_eq!(wait, Some(12345));
 }
 
 #[test]

@@ -151,6 +151,9 @@ fn idle_connections_killed_by_the_server_are_replaced_without_errors() {
         .unwrap();
     assert_eq!(role.kill_all(), 4);
 
+    // Held four at a time: the first four checkouts take (and check)
+    // every idle connection, whatever the order they are handed out in.
+    let mut held = Vec::new();
     for i in 0..20 {
         let mut conn = pool
             .get()
@@ -160,6 +163,10 @@ fn idle_connections_killed_by_the_server_are_replaced_without_errors() {
             .unwrap_or_else(|e| panic!("query {i}: {e}"))
             .get(0);
         assert_eq!(one, 1);
+        held.push(conn);
+        if held.len() == 4 {
+            held.clear();
+        }
     }
     let s = pool.stats();
     assert_eq!(s.closed_by.failed_ping + s.closed_by.broken, 4, "{s:?}");
@@ -192,6 +199,9 @@ fn killed_connections_returned_moments_ago_are_not_handed_out() {
     drop(guards);
     assert_eq!(role.kill_all(), 4);
 
+    // Held four at a time: the first four checkouts take (and check)
+    // every idle connection, whatever the order they are handed out in.
+    let mut held = Vec::new();
     for i in 0..20 {
         let mut conn = pool
             .get()
@@ -201,6 +211,10 @@ fn killed_connections_returned_moments_ago_are_not_handed_out() {
             .unwrap_or_else(|e| panic!("query {i}: {e}"))
             .get(0);
         assert_eq!(one, 1);
+        held.push(conn);
+        if held.len() == 4 {
+            held.clear();
+        }
     }
     let s = pool.stats();
     assert_eq!(s.closed_by.broken, 4, "{s:?}");
@@ -229,6 +243,18 @@ fn is_broken_notices_a_server_side_kill_without_a_round_trip() {
     }
     let ping = start.elapsed() / 200;
     println!("is_broken on a healthy connection: {each:?} per call; ping: {ping:?}");
+
+    // What finding the socket adds to a connect (printed, not asserted).
+    let connects = |m: &PostgresManager| {
+        let start = Instant::now();
+        for _ in 0..20 {
+            drop(m.connect().unwrap());
+        }
+        start.elapsed() / 20
+    };
+    let with_probe = connects(&m);
+    let without = connects(&manager(&server, &role).socket_probe(false));
+    println!("connect with socket discovery: {with_probe:?}; without: {without:?}");
 
     role.kill_all();
     // The driver has not noticed: only the peek can tell.
@@ -283,6 +309,53 @@ fn unix_socket_connections_find_their_socket() {
     for c in &mut conns {
         assert!(m.is_broken(c));
     }
+}
+
+// Per-connection init.
+#[test]
+fn init_sql_and_closure_run_on_every_new_connection() {
+    let Some(server) = pg::server("postgres init") else {
+        return;
+    };
+    let role = server.role(-1);
+    let m = manager(&server, &role)
+        .init_sql("SET application_name = 'cistern-init'")
+        .init_with(|c| c.batch_execute("SET statement_timeout = '7s'"));
+    let pool = Pool::builder().name("pg-init").build(m).unwrap();
+    let guards: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    for mut g in guards {
+        let row = g
+            .query_one(
+                "SELECT current_setting('application_name'), current_setting('statement_timeout')",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "cistern-init");
+        assert_eq!(row.get::<_, String>(1), "7s");
+    }
+}
+
+#[test]
+fn failing_init_fails_the_connect_with_its_error_and_nothing_reaches_a_user() {
+    let Some(server) = pg::server("postgres init fails") else {
+        return;
+    };
+    let role = server.role(-1);
+    let m = manager(&server, &role).init_sql("SET no_such_setting_anywhere = 1");
+    let pool = Pool::builder()
+        .name("pg-init-fails")
+        .checkout_timeout(Duration::from_millis(800))
+        .build(m)
+        .unwrap();
+    let err = pool.get().unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        err.to_string().contains("no_such_setting_anywhere"),
+        "{err}"
+    );
+    let s = pool.stats();
+    assert!(s.closed_by.failed_init >= 1, "{s:?}");
+    assert_eq!(s.open, 0, "{s:?}");
 }
 
 // c. A connection killed while checked out.
@@ -401,12 +474,19 @@ fn every_checkout_after_all_connections_are_cut_succeeds() {
     assert_eq!(proxy.cut_all(), 4);
 
     // Returned moments ago and cut: each checkout must still succeed.
+    // Held four at a time: the first four checkouts take (and check)
+    // every idle connection, whatever the order they are handed out in.
+    let mut held = Vec::new();
     for i in 0..20 {
         let mut conn = pool
             .get()
             .unwrap_or_else(|e| panic!("checkout {i} after the cut failed: {e}"));
         conn.query_one("SELECT 1", &[])
             .unwrap_or_else(|e| panic!("query {i} after the cut: {e}"));
+        held.push(conn);
+        if held.len() == 4 {
+            held.clear();
+        }
     }
     let s = pool.stats();
     assert_eq!(s.closed_by.broken + s.closed_by.failed_ping, 4, "{s:?}");
@@ -626,7 +706,11 @@ fn reset_on_return_rolls_back_a_raw_begin_left_open() {
             .name("pg-reset")
             .pool_size(1)
             .max_overflow(0)
-            .build(manager(&server, &role).reset_on_return(reset))
+            .build(
+                manager(&server, &role)
+                    .init_sql("SET statement_timeout = '12s'")
+                    .reset_on_return(reset),
+            )
             .unwrap();
         let mut conn = pool.get().unwrap();
         let first = pid(&mut conn);
@@ -650,6 +734,13 @@ fn reset_on_return_rolls_back_a_raw_begin_left_open() {
             .get(0);
         assert_eq!(n, 0, "{reset:?}: the uncommitted write is visible");
         assert_eq!(role.count(&table), 0);
+        // The init's session setting survives the reset (DISCARD ALL runs
+        // the init again).
+        let timeout: String = conn
+            .query_one("SHOW statement_timeout", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(timeout, "12s", "{reset:?}");
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cistern::Pool;
-use cistern::sqlite::SqliteManager;
+use cistern::sqlite::{SqliteManager, rusqlite};
 
 /// A fresh directory for one test, removed when dropped.
 struct TempDir(PathBuf);
@@ -41,8 +41,6 @@ fn pragma<T: rusqlite::types::FromSql>(c: &rusqlite::Connection, name: &str) -> 
     c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
         .unwrap()
 }
-
-use cistern::sqlite::rusqlite;
 
 #[test]
 fn file_database_gets_the_default_pragmas() {

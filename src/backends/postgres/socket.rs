@@ -144,8 +144,12 @@ mod linux {
         let pidfd = pidfd_open(getpid(), PidfdFlags::empty())
             .map_err(|e| format!("pidfd_open failed: {e}"))?;
         let mut candidates = Vec::new();
+        // One socket can have several descriptors (a concurrent discovery
+        // in another thread holds duplicates for a moment): each inode is
+        // one candidate.
+        let mut seen = HashSet::new();
         for (raw, ino) in sockets {
-            if before.contains(&ino) {
+            if before.contains(&ino) || seen.contains(&ino) {
                 continue;
             }
             // The descriptor may have been closed (and its number reused)
@@ -158,6 +162,7 @@ mod linux {
             if !rustix::fs::fstat(&fd).is_ok_and(|st| st.st_ino == ino) {
                 continue;
             }
+            seen.insert(ino);
             if let Some(local_port) = matches(&fd, expected) {
                 candidates.push(Candidate { fd, local_port });
             }
@@ -240,6 +245,22 @@ mod tests {
         }
         assert_eq!(probe.peek(), Peek::Closed);
         drop(client);
+    }
+
+    #[test]
+    fn a_socket_with_two_descriptors_is_one_candidate() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let before = socket_inodes().unwrap();
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let twin = client.try_clone().unwrap();
+        let expected = Expected {
+            tcp_ports: vec![port],
+            unix_paths: Vec::new(),
+        };
+        let probe = find_new(&before, &expected, || None);
+        assert!(probe.is_ok(), "{:?}", probe.err());
+        drop((client, twin));
     }
 
     #[test]
