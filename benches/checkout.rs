@@ -13,12 +13,15 @@
 //! - Memory: heap bytes of a pool and of each connection slot beyond the
 //!   connection itself, and heap allocations per checkout (a counting global
 //!   allocator).
+//! - The trade-off of bounded barging: cistern at 64 threads on 10
+//!   connections with `barging_window` 0 (strict FIFO hand-off), 100 µs,
+//!   1 ms (the default) and 10 ms.
 //!
 //! Settings (environment): `CISTERN_BENCH_SECS` (each timed run; default 2 s,
 //! 5 s for 64 threads on 10 connections), `CISTERN_BENCH_ROUNDS` (default 1;
 //! the median round is shown), `CISTERN_BENCH_ONLY` (run only table cases
-//! whose label, e.g. `64t/10c`, contains it), `CISTERN_BENCH_TABLES=0` (criterion
-//! only). Criterion's own flags work as usual:
+//! whose label, e.g. `64t/10c`, or `sweep` for the barging sweep, contains
+//! it), `CISTERN_BENCH_TABLES=0` (criterion only). Criterion's own flags work as usual:
 //!
 //! ```text
 //! cargo bench --bench checkout -- --warm-up-time 1 --measurement-time 2
@@ -255,6 +258,11 @@ fn single_thread(c: &mut Criterion) {
 }
 
 fn print_single_thread_ratios(since: SystemTime) {
+    if support::criterion_median_ns(GROUP, "cistern/10", since).is_none()
+        && support::criterion_median_ns(GROUP, "cistern/1", since).is_none()
+    {
+        return; // filtered out by a criterion filter
+    }
     println!("\n### get()+drop, 1 thread (criterion medians)\n");
     println!("| connections | cistern | r2d2 | floor | cistern/r2d2 | cistern/floor |");
     println!("|---|---|---|---|---|---|");
@@ -295,10 +303,9 @@ fn summarize(rounds: &[(Run, Run)]) -> Row {
     };
     let lat = |q: f64| {
         let ns = med(&|(_, timed)| {
-            timed
-                .latency
-                .as_ref()
-                .map_or(0.0, |h| if q >= 1.0 { h.max() } else { h.quantile(q) }.as_nanos() as f64)
+            timed.latency.as_ref().map_or(0.0, |h| {
+                if q >= 1.0 { h.max() } else { h.quantile(q) }.as_nanos() as f64
+            })
         });
         Duration::from_nanos(ns as u64)
     };
@@ -322,7 +329,14 @@ fn measure<P: Checkout>(pool: &P, threads: usize, duration: Duration) -> (Run, R
 }
 
 fn multi_thread_table() {
-    let cases = [(2usize, 10usize), (2, 2), (8, 10), (8, 8), (64, 10), (64, 64)];
+    let cases = [
+        (2usize, 10usize),
+        (2, 2),
+        (8, 10),
+        (8, 8),
+        (64, 10),
+        (64, 64),
+    ];
     let rounds = support::rounds();
     println!("\n### get()+drop, 2 to 64 threads (timed harness)\n");
     println!("Machine: {}.", support::machine());
@@ -391,7 +405,9 @@ fn multi_thread_table() {
             stats.open,
         );
     }
-    println!("\n(cistern/this: cistern's throughput divided by this row's; above 1.00x means cistern is faster)");
+    println!(
+        "\n(cistern/this: cistern's throughput divided by this row's; above 1.00x means cistern is faster)"
+    );
 }
 
 // ---- memory ------------------------------------------------------------------
@@ -404,13 +420,22 @@ fn live_bytes() -> i64 {
 /// the growth of live heap bytes across building it (its background
 /// threads settled).
 fn pool_heap_bytes<P>(conns: usize, build: impl Fn(usize) -> P) -> i64 {
-    let before = live_bytes();
-    let pool = build(conns);
-    std::thread::sleep(Duration::from_millis(200));
-    let after = live_bytes();
-    drop(pool);
-    std::thread::sleep(Duration::from_millis(100));
-    after - before
+    // The first pool of a process also allocates process-wide records
+    // (lazy statics, thread-name table): build one first, then take the
+    // smallest of three measurements.
+    drop(build(conns));
+    (0..3)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            let before = live_bytes();
+            let pool = build(conns);
+            std::thread::sleep(Duration::from_millis(200));
+            let after = live_bytes();
+            drop(pool);
+            after - before
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 fn allocations_per_checkout<P: Checkout>(pool: &P) -> f64 {
@@ -424,8 +449,12 @@ fn allocations_per_checkout<P: Checkout>(pool: &P) -> f64 {
 }
 
 fn memory_report() {
-    println!("\n### Memory (no-op connections of 8 bytes; heap bytes counted by a global allocator)\n");
-    println!("| pool | heap, 1 conn | heap, 10 conns | heap, 100 conns | per slot | per pool | allocations per get()+drop |");
+    println!(
+        "\n### Memory (no-op connections of 8 bytes; heap bytes counted by a global allocator)\n"
+    );
+    println!(
+        "| pool | heap, 1 conn | heap, 10 conns | heap, 100 conns | per slot | per pool | allocations per get()+drop |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let conn = std::mem::size_of::<u64>() as i64;
     let row = |name: &str, sizes: [i64; 3], allocs: f64| {
@@ -454,7 +483,105 @@ fn memory_report() {
     );
 }
 
+/// The fairness/throughput trade-off of bounded barging, 64 threads on 10
+/// connections: cistern with `barging_window` from 0 (strict FIFO hand-off:
+/// every checkout under saturation is a thread wake-up) to 10 ms.
+fn barging_sweep() {
+    let threads = 64;
+    let conns = 10;
+    if !support::selected("sweep") {
+        return;
+    }
+    let duration = support::run_duration(Duration::from_secs(2));
+    println!("\n### barging_window sweep: cistern, {threads} threads, {conns} connections\n");
+    println!(
+        "| barging_window | throughput | fairness min/max | get() p50 | p99 | p99.9 | max | waited | run |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for window in [0u64, 100, 1_000, 10_000].map(Duration::from_micros) {
+        let pool = cistern::Pool::builder()
+            .name("bench-sweep")
+            .pool_size(conns)
+            .max_overflow(0)
+            .min_idle(conns)
+            .barging_window(window)
+            .build(Noop)
+            .unwrap_or_else(|e| fatal(&format!("cistern pool: {e}")));
+        let (free, timed) = measure(&pool, threads, duration);
+        let row = summarize(&[(free, timed)]);
+        let s = pool.stats();
+        println!(
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.1} % | {:.1} s |",
+            fmt_latency(window),
+            fmt_rate(row.throughput),
+            row.fairness,
+            fmt_latency(row.p50),
+            fmt_latency(row.p99),
+            fmt_latency(row.p999),
+            fmt_latency(row.max),
+            100.0 * s.waited as f64 / s.checkouts.max(1) as f64,
+            duration.as_secs_f64(),
+        );
+    }
+    println!("\n(waited: share of checkouts, over warm-up and both runs, that queued as a waiter)");
+}
+
+// ---- instruction counts (callgrind) -------------------------------------------
+
+#[inline(never)]
+fn count_cistern(pool: &cistern::Pool<Noop>, n: u64) {
+    for _ in 0..n {
+        drop(black_box(pool.checkout()));
+    }
+}
+
+#[inline(never)]
+fn count_r2d2(pool: &r2d2::Pool<NoopR2d2>, n: u64) {
+    for _ in 0..n {
+        drop(black_box(pool.checkout()));
+    }
+}
+
+#[inline(never)]
+fn count_floor(floor: &Floor, n: u64) {
+    for _ in 0..n {
+        drop(black_box(floor.checkout()));
+    }
+}
+
+/// `CISTERN_BENCH_CALLGRIND=N`: only N get()+drop per pool, one thread, in
+/// three functions of their own, for `valgrind --tool=callgrind` (see
+/// docs/performance.md): instruction counts are repeatable on a busy
+/// machine where times are not.
+fn callgrind_mode() -> bool {
+    let Ok(v) = std::env::var("CISTERN_BENCH_CALLGRIND") else {
+        return false;
+    };
+    let n: u64 = match v.trim().parse() {
+        Ok(n) if n > 0 => n,
+        _ => fatal(&format!(
+            "CISTERN_BENCH_CALLGRIND = {v:?}: expected a number of operations"
+        )),
+    };
+    let (c, r, f) = (cistern_pool(10), r2d2_pool(10), Floor::new(10));
+    // One checkout each first: thread registration and lazy statics are not
+    // part of the steady state.
+    drop(c.checkout());
+    drop(r.checkout());
+    drop(f.checkout());
+    count_cistern(&c, n);
+    count_r2d2(&r, n);
+    count_floor(&f, n);
+    println!(
+        "{n} get()+drop each: divide callgrind's inclusive counts of checkout::count_* by {n}"
+    );
+    true
+}
+
 fn main() {
+    if callgrind_mode() {
+        return;
+    }
     let since = SystemTime::now();
     memory_report();
     let mut c = Criterion::default()
@@ -467,5 +594,6 @@ fn main() {
     }
     if support::tables_enabled() {
         multi_thread_table();
+        barging_sweep();
     }
 }

@@ -107,24 +107,43 @@ where
             .0
         };
         let pooled = |pool: &cistern::Pool<CM>, d: Duration| {
-            drive(threads, d, |_| (), |_: &mut ()| {
-                let mut c = pool.get().unwrap_or_else(|e| fail("cistern get", e.to_string()));
-                query(inner(&mut c)).unwrap_or_else(|e| fail("cistern query", e));
-            })
+            drive(
+                threads,
+                d,
+                |_| (),
+                |_: &mut ()| {
+                    let mut c = pool
+                        .get()
+                        .unwrap_or_else(|e| fail("cistern get", e.to_string()));
+                    query(inner(&mut c)).unwrap_or_else(|e| fail("cistern query", e));
+                },
+            )
             .0
         };
         let via_r2d2 = |d: Duration| {
-            drive(threads, d, |_| (), |_: &mut ()| {
-                let mut c = r2d2.get().unwrap_or_else(|e| fail("r2d2 get", e.to_string()));
-                query(&mut c).unwrap_or_else(|e| fail("r2d2 query", e));
-            })
+            drive(
+                threads,
+                d,
+                |_| (),
+                |_: &mut ()| {
+                    let mut c = r2d2
+                        .get()
+                        .unwrap_or_else(|e| fail("r2d2 get", e.to_string()));
+                    query(&mut c).unwrap_or_else(|e| fail("r2d2 query", e));
+                },
+            )
             .0
         };
         let per_request = |d: Duration| {
-            drive(threads, d, |_| (), |_: &mut ()| {
-                let mut c = connect().unwrap_or_else(|e| fail("connect per request", e));
-                query(&mut c).unwrap_or_else(|e| fail("per-request query", e));
-            })
+            drive(
+                threads,
+                d,
+                |_| (),
+                |_: &mut ()| {
+                    let mut c = connect().unwrap_or_else(|e| fail("connect per request", e));
+                    query(&mut c).unwrap_or_else(|e| fail("per-request query", e));
+                },
+            )
             .0
         };
         let run = |v: usize, d: Duration| -> Run {
@@ -197,7 +216,11 @@ fn sqlite_select_1(c: &mut rusqlite::Connection) -> Result<(), String> {
         .prepare_cached("SELECT 1")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(|e| e.to_string())?;
-    if one == 1 { Ok(()) } else { Err(format!("SELECT 1 returned {one}")) }
+    if one == 1 {
+        Ok(())
+    } else {
+        Err(format!("SELECT 1 returned {one}"))
+    }
 }
 
 fn sqlite() {
@@ -257,7 +280,11 @@ mod pg {
     pub(crate) fn select_1(c: &mut Client) -> Result<(), String> {
         let row = c.query_one("SELECT 1", &[]).map_err(|e| e.to_string())?;
         let one: i32 = row.try_get(0).map_err(|e| e.to_string())?;
-        if one == 1 { Ok(()) } else { Err(format!("SELECT 1 returned {one}")) }
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(format!("SELECT 1 returned {one}"))
+        }
     }
 
     pub(crate) fn run() {
@@ -267,7 +294,9 @@ mod pg {
         let mut config: Config = match url.parse() {
             Ok(c) => c,
             Err(e) => {
-                println!("\npostgres: skipped: CISTERN_POSTGRES_URL = {shown} does not parse ({e})");
+                println!(
+                    "\npostgres: skipped: CISTERN_POSTGRES_URL = {shown} does not parse ({e})"
+                );
                 return;
             }
         };
@@ -329,7 +358,11 @@ mod my {
 
     pub(crate) fn select_1(c: &mut Conn) -> Result<(), String> {
         let one: Option<i64> = c.query_first("SELECT 1").map_err(|e| e.to_string())?;
-        if one == Some(1) { Ok(()) } else { Err(format!("SELECT 1 returned {one:?}")) }
+        if one == Some(1) {
+            Ok(())
+        } else {
+            Err(format!("SELECT 1 returned {one:?}"))
+        }
     }
 
     pub(crate) fn run() {

@@ -29,7 +29,9 @@ fn request(conn: &Connection, worker: usize, i: u64) -> rusqlite::Result<i64> {
         .query_row([worker as i64], |r| r.get(0))
 }
 
-fn run_workers(work: impl Fn(usize, u64) -> Result<i64, String> + Send + Sync + 'static) -> Duration {
+fn run_workers(
+    work: impl Fn(usize, u64) -> Result<i64, String> + Send + Sync + 'static,
+) -> Duration {
     let work = Arc::new(work);
     let failures = Arc::new(AtomicU64::new(0));
     let start = Instant::now();

@@ -130,7 +130,10 @@ mod tests {
     #[test]
     fn tick_arithmetic_saturates() {
         assert_eq!(Tick(5).since(Tick(9)), Duration::ZERO);
-        assert_eq!(Tick(u64::MAX - 1).plus(Duration::from_secs(9)), Tick(u64::MAX));
+        assert_eq!(
+            Tick(u64::MAX - 1).plus(Duration::from_secs(9)),
+            Tick(u64::MAX)
+        );
         let m = Clock::manual();
         let t0 = m.now();
         m.advance(Duration::from_millis(1500));

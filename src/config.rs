@@ -184,7 +184,9 @@ impl<M> Clone for Builder<M> {
 
 impl<M> std::fmt::Debug for Builder<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder").field("config", &self.cfg).finish()
+        f.debug_struct("Builder")
+            .field("config", &self.cfg)
+            .finish()
     }
 }
 
@@ -567,10 +569,19 @@ mod tests {
                 Builder::<()>::new().checkout_timeout(Duration::MAX),
                 "checkout_timeout",
             ),
-            (Builder::<()>::new().idle_timeout(Duration::ZERO), "idle_timeout"),
-            (Builder::<()>::new().recycle_after(Duration::ZERO), "recycle_after"),
+            (
+                Builder::<()>::new().idle_timeout(Duration::ZERO),
+                "idle_timeout",
+            ),
+            (
+                Builder::<()>::new().recycle_after(Duration::ZERO),
+                "recycle_after",
+            ),
             (Builder::<()>::new().recycle_spread(0.9), "recycle_spread"),
-            (Builder::<()>::new().backoff_multiplier(f64::NAN), "backoff_multiplier"),
+            (
+                Builder::<()>::new().backoff_multiplier(f64::NAN),
+                "backoff_multiplier",
+            ),
             (
                 Builder::<()>::new()
                     .backoff_initial(Duration::from_secs(5))
@@ -580,7 +591,9 @@ mod tests {
             (Builder::<()>::new().max_connecting(0), "max_connecting"),
             (Builder::<()>::new().name("  "), "name"),
             (
-                Builder::<()>::new().health_warning(0.95).health_critical(0.9),
+                Builder::<()>::new()
+                    .health_warning(0.95)
+                    .health_critical(0.9),
                 "health_warning / health_critical",
             ),
         ];

@@ -181,7 +181,9 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
             }
         }
         if let (Some(id), Some(events)) = (opened_id, &cfg.events) {
-            emit(&cfg.name, "on_connect", || events.on_connect(&cfg.name, id, took));
+            emit(&cfg.name, "on_connect", || {
+                events.on_connect(&cfg.name, id, took)
+            });
         }
         shared.finish(closing);
         if abandoned {

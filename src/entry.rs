@@ -151,7 +151,9 @@ mod tests {
 
     #[test]
     fn spread_shortens_by_at_most_the_fraction_and_varies() {
-        let ages: Vec<Duration> = (0..1000).map(|id| spread_age(1000 * SEC, 0.025, id)).collect();
+        let ages: Vec<Duration> = (0..1000)
+            .map(|id| spread_age(1000 * SEC, 0.025, id))
+            .collect();
         assert!(ages.iter().all(|a| *a <= 1000 * SEC && *a >= 975 * SEC));
         let min = ages.iter().min().unwrap();
         let max = ages.iter().max().unwrap();

@@ -33,7 +33,11 @@ const MAX_DURATION: Duration = crate::MAX_SETTING;
 /// assert_eq!(parse_duration("X", "off", true).unwrap(), None);
 /// assert!(parse_duration("X", "soon", false).is_err());
 /// ```
-pub fn parse_duration(setting: &str, text: &str, optional: bool) -> Result<Option<Duration>, Error> {
+pub fn parse_duration(
+    setting: &str,
+    text: &str,
+    optional: bool,
+) -> Result<Option<Duration>, Error> {
     let t = text.trim();
     let expected = if optional {
         "a duration such as 30s, 1h 30m, 500ms or a number of seconds, or off/none to disable"
@@ -157,13 +161,10 @@ impl<M> Builder<M> {
     pub fn from_env_prefixed(prefix: &str) -> Result<Builder<M>, Error> {
         Builder::from_vars(prefix, |name| match std::env::var_os(name) {
             None => Ok(None),
-            Some(v) => v.into_string().map(Some).map_err(|raw| {
-                Error::config(
-                    name,
-                    raw.to_string_lossy(),
-                    "valid UTF-8 text",
-                )
-            }),
+            Some(v) => v
+                .into_string()
+                .map(Some)
+                .map_err(|raw| Error::config(name, raw.to_string_lossy(), "valid UTF-8 text")),
         })
     }
 
@@ -263,7 +264,9 @@ fn env_name(prefix: &str, setting: &str) -> Option<String> {
         "recycle_after" => "POOL_RECYCLE",
         "idle_timeout" => "POOL_IDLE_TIMEOUT",
         "leak_threshold" => "POOL_LEAK_THRESHOLD",
-        "pool_size + max_overflow" => return Some(format!("{prefix}POOL_SIZE + {prefix}MAX_OVERFLOW")),
+        "pool_size + max_overflow" => {
+            return Some(format!("{prefix}POOL_SIZE + {prefix}MAX_OVERFLOW"));
+        }
         _ => return None,
     };
     Some(format!("{prefix}{suffix}"))
@@ -309,9 +312,12 @@ mod tests {
 
     #[test]
     fn empty_is_unset_and_methods_override() {
-        let b = Builder::<()>::from_vars("APP_", vars(&[("APP_POOL_SIZE", ""), ("APP_MAX_OVERFLOW", "3")]))
-            .unwrap()
-            .max_overflow(7);
+        let b = Builder::<()>::from_vars(
+            "APP_",
+            vars(&[("APP_POOL_SIZE", ""), ("APP_MAX_OVERFLOW", "3")]),
+        )
+        .unwrap()
+        .max_overflow(7);
         let c = b.validate().unwrap();
         assert_eq!((c.pool_size, c.max_overflow), (10, 7));
     }

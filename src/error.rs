@@ -170,7 +170,10 @@ impl fmt::Display for Error {
                 setting,
                 value,
                 expected,
-            } => write!(f, "invalid setting {setting} = {value:?}: expected {expected}"),
+            } => write!(
+                f,
+                "invalid setting {setting} = {value:?}: expected {expected}"
+            ),
             Error::Connect {
                 pool,
                 consecutive_failures,

@@ -219,8 +219,8 @@ pub(crate) fn trimmed(bt: &Backtrace) -> String {
             "cistern::leak::capture",
             "cistern::pool::",
         ]
-            .iter()
-            .any(|p| symbol.starts_with(p))
+        .iter()
+        .any(|p| symbol.starts_with(p))
     };
     let start = frames
         .iter()
@@ -231,9 +231,13 @@ pub(crate) fn trimmed(bt: &Backtrace) -> String {
     let mut kept: Vec<&Vec<&str>> = frames[start..]
         .iter()
         .take_while(|f| {
-            !["std::rt::lang_start", "__rust_begin_short_backtrace", "__libc_start"]
-                .iter()
-                .any(|stop| f[0].contains(stop))
+            ![
+                "std::rt::lang_start",
+                "__rust_begin_short_backtrace",
+                "__libc_start",
+            ]
+            .iter()
+            .any(|stop| f[0].contains(stop))
         })
         .take(40)
         .collect();

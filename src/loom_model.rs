@@ -103,7 +103,11 @@ fn assert_at_rest(st: &Shared, cfg: &Config) {
     assert_eq!(g.woken, None, "no stale wake-up");
     let c = &g.counters;
     let closed: u64 = c.closed.iter().sum();
-    assert_eq!(c.created - closed - c.detached, g.open as u64, "counters add up");
+    assert_eq!(
+        c.created - closed - c.detached,
+        g.open as u64,
+        "counters add up"
+    );
 }
 
 #[test]

@@ -129,7 +129,9 @@ impl<M: Manager> Shared<M> {
                 cfg.name,
                 h.connection_id,
                 crate::fmt_duration(h.held),
-                cfg.leak_threshold.map(crate::fmt_duration).unwrap_or_default(),
+                cfg.leak_threshold
+                    .map(crate::fmt_duration)
+                    .unwrap_or_default(),
                 h.thread_name,
                 h.thread_id,
                 h.location

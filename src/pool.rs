@@ -460,7 +460,9 @@ impl<M: Manager> Shared<M> {
                 if let Some(events) = &cfg.events {
                     let waited = me.since.elapsed();
                     MutexGuard::unlocked(st, || {
-                        emit(&cfg.name, "on_timeout", || events.on_timeout(&cfg.name, waited))
+                        emit(&cfg.name, "on_timeout", || {
+                            events.on_timeout(&cfg.name, waited)
+                        })
                     });
                 }
                 log::warn!("{err}");
@@ -576,7 +578,8 @@ impl<M: Manager> Shared<M> {
                         st.counters.pings += 1;
                     }
                     if reason == CloseReason::FailedPing {
-                        st.suspect_before = st.suspect_before.max(now.plus(Duration::from_nanos(1)));
+                        st.suspect_before =
+                            st.suspect_before.max(now.plus(Duration::from_nanos(1)));
                     }
                     st.forget(&entry.meta, reason);
                     st.plan_connect_threads(&self.config)
@@ -606,9 +609,15 @@ impl<M: Manager> Shared<M> {
             let id = entry.meta.id;
             match reason {
                 CloseReason::Recycled | CloseReason::IdleTimeout | CloseReason::Excess => {
-                    log::debug!("pool '{}': closing connection {id} ({reason})", self.config.name)
+                    log::debug!(
+                        "pool '{}': closing connection {id} ({reason})",
+                        self.config.name
+                    )
                 }
-                _ => log::debug!("pool '{}': closing connection {id} ({reason})", self.config.name),
+                _ => log::debug!(
+                    "pool '{}': closing connection {id} ({reason})",
+                    self.config.name
+                ),
             }
             // Dropping the driver's connection closes it; a panic there is
             // contained like any other driver panic.

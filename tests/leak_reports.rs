@@ -140,7 +140,11 @@ fn holders_lists_checkouts_oldest_first() {
     eventually("two holders", || pool.holders().len() == 2);
     let holders = pool.holders();
     assert_eq!(holders[0].connection_id, Pooled::id(&first));
-    assert!(holders[0].location.contains(&format!("leak_reports.rs:{first_line}")));
+    assert!(
+        holders[0]
+            .location
+            .contains(&format!("leak_reports.rs:{first_line}"))
+    );
     assert!(holders[0].held >= holders[1].held);
     assert_eq!(holders[1].thread_name, "holder-worker");
     assert!(holders[0].backtrace.is_some());
@@ -179,7 +183,10 @@ fn report_backtrace_contains_the_callers_function_name() {
         "{bt}"
     );
     // Trimmed: the pool's own frames are not at the top.
-    let first = bt.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let first = bt
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     assert!(!first.contains("cistern::pool"), "{first}");
     drop(guard);
 }

@@ -152,7 +152,11 @@ impl Run {
     pub fn fairness(&self) -> f64 {
         let min = self.per_thread.iter().copied().min().unwrap_or(0);
         let max = self.per_thread.iter().copied().max().unwrap_or(0);
-        if max == 0 { 0.0 } else { min as f64 / max as f64 }
+        if max == 0 {
+            0.0
+        } else {
+            min as f64 / max as f64
+        }
     }
 }
 
@@ -222,7 +226,12 @@ pub trait Checkout: Sync {
 /// `get()` + drop in a loop on `threads` threads. When `timed`, each
 /// `get()` (not the drop) is timed into a per-thread histogram, merged into
 /// `Run::latency`; otherwise nothing but the loop runs.
-pub fn checkout_loop<P: Checkout>(pool: &P, threads: usize, duration: Duration, timed: bool) -> Run {
+pub fn checkout_loop<P: Checkout>(
+    pool: &P,
+    threads: usize,
+    duration: Duration,
+    timed: bool,
+) -> Run {
     if timed {
         let (mut run, hists) = drive(
             threads,
@@ -242,7 +251,13 @@ pub fn checkout_loop<P: Checkout>(pool: &P, threads: usize, duration: Duration, 
         run.latency = Some(all);
         run
     } else {
-        drive(threads, duration, |_| (), |_: &mut ()| drop(black_box(pool.checkout()))).0
+        drive(
+            threads,
+            duration,
+            |_| (),
+            |_: &mut ()| drop(black_box(pool.checkout())),
+        )
+        .0
     }
 }
 
@@ -387,7 +402,10 @@ pub fn fmt_ratio(a: Option<f64>, b: Option<f64>) -> String {
 /// The median of some values (the lower middle for an even count).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
-    values.get((values.len().saturating_sub(1)) / 2).copied().unwrap_or(0.0)
+    values
+        .get((values.len().saturating_sub(1)) / 2)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 /// A one-line description of this machine for the tables' headers.

@@ -193,9 +193,13 @@ mod tests {
         let m = SqliteManager::file(dir.join("p.db")).pragma("cache_size", "-1234");
         let mut c = m.connect().unwrap();
         m.init(&mut c).unwrap();
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode.to_lowercase(), "wal");
-        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(fk, 1);
         let cs: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
         assert_eq!(cs, -1234);

@@ -117,7 +117,10 @@ impl FaultConn {
     /// A round trip: fails when the "server" closed this connection.
     pub fn query(&mut self) -> Result<u64, FaultError> {
         if self.shared.script.lock().broken.contains(&self.id) {
-            return Err(FaultError(format!("connection {} was closed by the server", self.id)));
+            return Err(FaultError(format!(
+                "connection {} was closed by the server",
+                self.id
+            )));
         }
         self.queries += 1;
         Ok(self.queries)
@@ -317,7 +320,10 @@ impl crate::Manager for FaultManager {
         let mut script = self.shared.script.lock();
         if script.fail_init > 0 {
             script.fail_init -= 1;
-            return Err(FaultError(format!("init of connection {} failed (scripted)", conn.id)));
+            return Err(FaultError(format!(
+                "init of connection {} failed (scripted)",
+                conn.id
+            )));
         }
         Ok(())
     }
@@ -331,7 +337,10 @@ impl crate::Manager for FaultManager {
             panic!("scripted panic in ping");
         }
         if script.broken.contains(&conn.id) {
-            return Err(FaultError(format!("connection {} was closed by the server", conn.id)));
+            return Err(FaultError(format!(
+                "connection {} was closed by the server",
+                conn.id
+            )));
         }
         if script.pings_failing {
             return Err(FaultError("ping failed (scripted)".into()));
@@ -358,7 +367,10 @@ impl crate::Manager for FaultManager {
         let mut script = self.shared.script.lock();
         if script.fail_checkin > 0 {
             script.fail_checkin -= 1;
-            return Err(FaultError(format!("checkin of connection {} failed (scripted)", conn.id)));
+            return Err(FaultError(format!(
+                "checkin of connection {} failed (scripted)",
+                conn.id
+            )));
         }
         Ok(())
     }
