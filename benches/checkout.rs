@@ -36,10 +36,14 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use criterion::{BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion};
 use parking_lot::{Condvar, Mutex};
 
-use support::{Checkout, Run, checkout_loop, fmt_latency, fmt_rate, fmt_ratio};
+use support::{
+    Checkout, Noop, Run, checkout_loop, checkout_n, fatal, fmt_latency, fmt_rate, fmt_ratio,
+    noop_pool, warm_up,
+};
 
 // ---- a counting allocator (memory figures, allocations per checkout) ------
 
@@ -86,21 +90,6 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 // ---- the three pools ------------------------------------------------------
-
-/// A manager whose connections are numbers: connect, ping and the checks
-/// cost nothing, so only the pool is measured.
-struct Noop;
-
-impl cistern::Manager for Noop {
-    type Connection = u64;
-    type Error = Infallible;
-    fn connect(&self) -> Result<u64, Infallible> {
-        Ok(0)
-    }
-    fn ping(&self, _conn: &mut u64) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
 
 /// r2d2's no-op manager (validation on checkout is on by default in r2d2,
 /// and costs nothing here).
@@ -176,17 +165,6 @@ impl Drop for FloorGuard<'_> {
     }
 }
 
-impl Checkout for cistern::Pool<Noop> {
-    type Guard<'a> = cistern::Pooled<Noop>;
-    #[inline]
-    fn checkout(&self) -> cistern::Pooled<Noop> {
-        match self.get() {
-            Ok(c) => c,
-            Err(e) => fatal(&format!("cistern get() failed: {e}")),
-        }
-    }
-}
-
 impl Checkout for r2d2::Pool<NoopR2d2> {
     type Guard<'a> = r2d2::PooledConnection<NoopR2d2>;
     #[inline]
@@ -206,21 +184,10 @@ impl Checkout for Floor {
     }
 }
 
-fn fatal(msg: &str) -> ! {
-    eprintln!("checkout bench: {msg}");
-    std::process::exit(1)
-}
-
 /// cistern with defaults, except the size the case needs: `conns` base
 /// connections, no overflow, all opened before `build` returns.
 fn cistern_pool(conns: usize) -> cistern::Pool<Noop> {
-    cistern::Pool::builder()
-        .name("bench")
-        .pool_size(conns)
-        .max_overflow(0)
-        .min_idle(conns)
-        .build(Noop)
-        .unwrap_or_else(|e| fatal(&format!("cistern pool of {conns}: {e}")))
+    noop_pool("bench", conns, |b| b)
 }
 
 /// r2d2 with defaults and `max_size` = `conns` (its `min_idle` defaults to
@@ -236,23 +203,25 @@ fn r2d2_pool(conns: usize) -> r2d2::Pool<NoopR2d2> {
 
 const GROUP: &str = "checkout_1_thread";
 
+/// Criterion's `get()` + drop of `pool` as `name/conns`; the pool is
+/// dropped after.
+fn bench_pool<P: Checkout>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    conns: usize,
+    pool: P,
+) {
+    group.bench_function(BenchmarkId::new(name, conns), |b| {
+        b.iter(|| drop(black_box(pool.checkout())))
+    });
+}
+
 fn single_thread(c: &mut Criterion) {
     let mut group = c.benchmark_group(GROUP);
     for conns in [10usize, 1] {
-        let pool = cistern_pool(conns);
-        group.bench_function(BenchmarkId::new("cistern", conns), |b| {
-            b.iter(|| drop(black_box(pool.checkout())))
-        });
-        drop(pool);
-        let pool = r2d2_pool(conns);
-        group.bench_function(BenchmarkId::new("r2d2", conns), |b| {
-            b.iter(|| drop(black_box(pool.checkout())))
-        });
-        drop(pool);
-        let floor = Floor::new(conns);
-        group.bench_function(BenchmarkId::new("floor", conns), |b| {
-            b.iter(|| drop(black_box(floor.checkout())))
-        });
+        bench_pool(&mut group, "cistern", conns, cistern_pool(conns));
+        bench_pool(&mut group, "r2d2", conns, r2d2_pool(conns));
+        bench_pool(&mut group, "floor", conns, Floor::new(conns));
     }
     group.finish();
 }
@@ -296,6 +265,15 @@ struct Row {
     max: Duration,
 }
 
+impl Row {
+    /// The `get()` latency columns: p50, p99, p99.9 and max.
+    fn latencies(&self) -> String {
+        [self.p50, self.p99, self.p999, self.max]
+            .map(fmt_latency)
+            .join(" | ")
+    }
+}
+
 fn summarize(rounds: &[(Run, Run)]) -> Row {
     let med = |f: &dyn Fn(&(Run, Run)) -> f64| {
         let mut v: Vec<f64> = rounds.iter().map(f).collect();
@@ -320,9 +298,7 @@ fn summarize(rounds: &[(Run, Run)]) -> Row {
 }
 
 fn measure<P: Checkout>(pool: &P, threads: usize, duration: Duration) -> (Run, Run) {
-    // Warm-up: threads spawned, caches and the pool's queues in steady state.
-    let warm = (duration / 4).min(Duration::from_millis(300));
-    checkout_loop(pool, threads, warm, false);
+    warm_up(pool, threads, duration);
     let free = checkout_loop(pool, threads, duration, false);
     let timed = checkout_loop(pool, threads, duration, true);
     (free, timed)
@@ -377,13 +353,10 @@ fn multi_thread_table() {
                 fmt_ratio(Some(rows[0].throughput), Some(row.throughput))
             };
             println!(
-                "| {threads} | {conns} | {name} | {} | {vs} | {:.2} | {} | {} | {} | {} | {:.1} s |",
+                "| {threads} | {conns} | {name} | {} | {vs} | {:.2} | {} | {:.1} s |",
                 fmt_rate(row.throughput),
                 row.fairness,
-                fmt_latency(row.p50),
-                fmt_latency(row.p99),
-                fmt_latency(row.p999),
-                fmt_latency(row.max),
+                row.latencies(),
                 duration.as_secs_f64(),
             );
         }
@@ -442,10 +415,15 @@ fn allocations_per_checkout<P: Checkout>(pool: &P) -> f64 {
     const N: u64 = 100_000;
     drop(pool.checkout()); // first checkout of this thread registers it
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..N {
-        drop(black_box(pool.checkout()));
-    }
+    checkout_n(pool, N);
     (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64
+}
+
+/// Heap bytes of pools of 1, 10 and 100 connections built by `build`, and
+/// allocations per checkout of one of 10.
+fn heap_and_allocations<P: Checkout>(build: impl Fn(usize) -> P) -> ([i64; 3], f64) {
+    let sizes = [1, 10, 100].map(|n| pool_heap_bytes(n, &build));
+    (sizes, allocations_per_checkout(&build(10)))
 }
 
 fn memory_report() {
@@ -457,7 +435,7 @@ fn memory_report() {
     );
     println!("|---|---|---|---|---|---|---|");
     let conn = std::mem::size_of::<u64>() as i64;
-    let row = |name: &str, sizes: [i64; 3], allocs: f64| {
+    let row = |name: &str, (sizes, allocs): ([i64; 3], f64)| {
         let per_slot = (sizes[2] - sizes[1]) as f64 / 90.0 - conn as f64;
         let per_pool = sizes[1] as f64 - 10.0 * (per_slot + conn as f64);
         println!(
@@ -465,15 +443,9 @@ fn memory_report() {
             sizes[0], sizes[1], sizes[2]
         );
     };
-    let sizes = [1, 10, 100].map(|n| pool_heap_bytes(n, cistern_pool));
-    let allocs = allocations_per_checkout(&cistern_pool(10));
-    row("cistern", sizes, allocs);
-    let sizes = [1, 10, 100].map(|n| pool_heap_bytes(n, r2d2_pool));
-    let allocs = allocations_per_checkout(&r2d2_pool(10));
-    row("r2d2", sizes, allocs);
-    let sizes = [1, 10, 100].map(|n| pool_heap_bytes(n, Floor::new));
-    let allocs = allocations_per_checkout(&Floor::new(10));
-    row("floor", sizes, allocs);
+    row("cistern", heap_and_allocations(cistern_pool));
+    row("r2d2", heap_and_allocations(r2d2_pool));
+    row("floor", heap_and_allocations(Floor::new));
     println!(
         "\n(per slot: heap bytes each further idle connection adds beyond its own {conn} bytes; per pool: \
          the rest, including the background thread's heap records (thread stacks are not heap). \
@@ -499,26 +471,16 @@ fn barging_sweep() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for window in [0u64, 100, 1_000, 10_000].map(Duration::from_micros) {
-        let pool = cistern::Pool::builder()
-            .name("bench-sweep")
-            .pool_size(conns)
-            .max_overflow(0)
-            .min_idle(conns)
-            .barging_window(window)
-            .build(Noop)
-            .unwrap_or_else(|e| fatal(&format!("cistern pool: {e}")));
+        let pool = noop_pool("bench-sweep", conns, |b| b.barging_window(window));
         let (free, timed) = measure(&pool, threads, duration);
         let row = summarize(&[(free, timed)]);
         let s = pool.stats();
         println!(
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.1} % | {:.1} s |",
+            "| {} | {} | {:.2} | {} | {:.1} % | {:.1} s |",
             fmt_latency(window),
             fmt_rate(row.throughput),
             row.fairness,
-            fmt_latency(row.p50),
-            fmt_latency(row.p99),
-            fmt_latency(row.p999),
-            fmt_latency(row.max),
+            row.latencies(),
             100.0 * s.waited as f64 / s.checkouts.max(1) as f64,
             duration.as_secs_f64(),
         );
@@ -530,23 +492,17 @@ fn barging_sweep() {
 
 #[inline(never)]
 fn count_cistern(pool: &cistern::Pool<Noop>, n: u64) {
-    for _ in 0..n {
-        drop(black_box(pool.checkout()));
-    }
+    checkout_n(pool, n);
 }
 
 #[inline(never)]
 fn count_r2d2(pool: &r2d2::Pool<NoopR2d2>, n: u64) {
-    for _ in 0..n {
-        drop(black_box(pool.checkout()));
-    }
+    checkout_n(pool, n);
 }
 
 #[inline(never)]
 fn count_floor(floor: &Floor, n: u64) {
-    for _ in 0..n {
-        drop(black_box(floor.checkout()));
-    }
+    checkout_n(floor, n);
 }
 
 /// `CISTERN_BENCH_CALLGRIND=N`: only N get()+drop per pool, one thread, in
@@ -584,9 +540,7 @@ fn main() {
     }
     let since = SystemTime::now();
     memory_report();
-    let mut c = Criterion::default()
-        .output_directory(&support::criterion_dir())
-        .configure_from_args();
+    let mut c = support::criterion();
     single_thread(&mut c);
     c.final_summary();
     if support::bench_mode() {

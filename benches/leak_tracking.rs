@@ -20,40 +20,11 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::Criterion;
-use support::{Checkout, checkout_loop, fmt_rate, fmt_ratio};
-
-/// A manager whose connections are numbers: only the pool is measured.
-struct Noop;
-
-impl cistern::Manager for Noop {
-    type Connection = u64;
-    type Error = Infallible;
-    fn connect(&self) -> Result<u64, Infallible> {
-        Ok(0)
-    }
-    fn ping(&self, _conn: &mut u64) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-impl Checkout for cistern::Pool<Noop> {
-    type Guard<'a> = cistern::Pooled<Noop>;
-    #[inline]
-    fn checkout(&self) -> cistern::Pooled<Noop> {
-        match self.get() {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("leak_tracking bench: get() failed: {e}");
-                std::process::exit(1)
-            }
-        }
-    }
-}
+use support::{Checkout, Noop, checkout_loop, fmt_rate, fmt_ratio, noop_pool, warm_up};
 
 const GROUP: &str = "leak_tracking";
 
@@ -65,18 +36,9 @@ const SETTINGS: [(&str, Option<Duration>, bool); 3] = [
 ];
 
 fn pool(threshold: Option<Duration>, backtraces: bool) -> cistern::Pool<Noop> {
-    cistern::Pool::builder()
-        .name("leak-bench")
-        .pool_size(10)
-        .max_overflow(0)
-        .min_idle(10)
-        .leak_threshold(threshold)
-        .leak_backtraces(backtraces)
-        .build(Noop)
-        .unwrap_or_else(|e| {
-            eprintln!("leak_tracking bench: {e}");
-            std::process::exit(1)
-        })
+    noop_pool("leak-bench", 10, |b| {
+        b.leak_threshold(threshold).leak_backtraces(backtraces)
+    })
 }
 
 fn single_thread(c: &mut Criterion) {
@@ -113,12 +75,7 @@ fn eight_threads() {
     let mut off = None;
     for (id, threshold, backtraces) in SETTINGS {
         let pool = pool(threshold, backtraces);
-        checkout_loop(
-            &pool,
-            8,
-            (duration / 4).min(Duration::from_millis(300)),
-            false,
-        );
+        warm_up(&pool, 8, duration);
         let rate = checkout_loop(&pool, 8, duration, false).throughput();
         off.get_or_insert(rate);
         println!(
@@ -132,9 +89,7 @@ fn eight_threads() {
 fn main() {
     let since = SystemTime::now();
     let before = cistern::backtraces_captured();
-    let mut c = Criterion::default()
-        .output_directory(&support::criterion_dir())
-        .configure_from_args();
+    let mut c = support::criterion();
     single_thread(&mut c);
     c.final_summary();
     if support::bench_mode() {

@@ -283,7 +283,8 @@ impl<M> Builder<M> {
     );
     setter!(
         /// How long `get()` waits for a connection. Default 30 s. Zero never
-        /// waits: an idle connection or [`Error::Timeout`] at once.
+        /// waits: an idle connection or [`Error::Timeout`] at once, and no
+        /// connect is started for it (pair it with `min_idle`).
         checkout_timeout: Duration
     );
     /// Most threads waiting in `get()` at once; the next fails at once with

@@ -75,11 +75,21 @@ impl<M: Manager> Shared<M> {
             Ok(Err(e)) => return Err(Failure::Connect(Arc::new(e))),
             Err(_) => return Err(Failure::Connect(panicked("Manager::connect"))),
         };
-        match catch_unwind(AssertUnwindSafe(|| m.init(&mut conn))) {
-            Ok(Ok(())) => Ok(conn),
-            Ok(Err(e)) => Err(Failure::Init(Arc::new(e))),
-            Err(_) => Err(Failure::Init(panicked("Manager::init"))),
-        }
+        let failure = match catch_unwind(AssertUnwindSafe(|| m.init(&mut conn))) {
+            Ok(Ok(())) => return Ok(conn),
+            Ok(Err(e)) => Failure::Init(Arc::new(e)),
+            Err(_) => Failure::Init(panicked("Manager::init")),
+        };
+        close_quietly(&self.config.name, conn);
+        Err(failure)
+    }
+}
+
+/// Drops (closes) a connection that never entered the pool, containing a
+/// panic of the driver's destructor so this connect thread lives on.
+fn close_quietly<C>(pool: &str, conn: C) {
+    if catch_unwind(AssertUnwindSafe(move || drop(conn))).is_err() {
+        log::error!("pool '{pool}': dropping a connection that never entered the pool panicked");
     }
 }
 
@@ -163,7 +173,9 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
             abandoned
         };
         shared.changed.notify_all();
-        drop(late);
+        if let Some(conn) = late {
+            close_quietly(&cfg.name, conn);
+        }
         if let Some((e, failures, delay, new_step)) = log_failure {
             if new_step {
                 log::warn!(

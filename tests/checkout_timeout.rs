@@ -1,31 +1,29 @@
 //! Rule 3: the checkout timeout and what its error says; a zero timeout
 //! never waits.
 
+mod common;
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cistern::testing::FaultManager;
 use cistern::{Error, Pool};
-
-/// Runs `f` on another thread and fails the test if it does not finish in
-/// 10 s (instead of hanging).
-fn returns_without_hanging<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the call hung instead of returning")
-}
+use common::{BuildOn, down_database, returns_without_hanging, sized, wait_for_waiters};
 
 fn pool(db: &FaultManager, size: usize, overflow: usize, timeout: Duration) -> Pool<FaultManager> {
-    Pool::builder()
+    sized(size, overflow)
         .name("ct")
-        .pool_size(size)
-        .max_overflow(overflow)
         .checkout_timeout(timeout)
-        .build(db.clone())
-        .unwrap()
+        .build_on(db)
+}
+
+/// The error of `get_timeout(timeout)`, run on another thread: a hang fails
+/// the test (after 10 s) instead of hanging it, and so does a success.
+fn get_timeout_error(p: &Pool<FaultManager>, timeout: Duration) -> Error {
+    let p2 = p.clone();
+    returns_without_hanging("get_timeout()", move || {
+        p2.get_timeout(timeout).unwrap_err()
+    })
 }
 
 #[test]
@@ -53,9 +51,7 @@ fn get_timeout_overrides_the_setting() {
     let db = FaultManager::new();
     let p = pool(&db, 1, 0, Duration::from_secs(3600));
     let _held = p.get().unwrap();
-    let p2 = p.clone();
-    let err =
-        returns_without_hanging(move || p2.get_timeout(Duration::from_millis(100)).unwrap_err());
+    let err = get_timeout_error(&p, Duration::from_millis(100));
     assert!(err.is_timeout(), "{err}");
 }
 
@@ -69,11 +65,7 @@ fn timeout_message_states_wait_and_pool_state() {
     // A second waiter in the queue while the first times out.
     let p2 = p.clone();
     let other = std::thread::spawn(move || p2.get_timeout(Duration::from_secs(5)).map(|g| g.id()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.stats().waiting < 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_waiters(&p, 1);
     let err = p.get().unwrap_err();
     let Error::Timeout {
         pool,
@@ -149,14 +141,12 @@ fn timeout_message_names_the_holders_call_site() {
 
 #[test]
 fn timeout_message_includes_the_last_connect_error() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     let p = Pool::builder()
         .checkout_timeout(Duration::from_millis(300))
         .backoff_initial(Duration::from_millis(20))
         .backoff_max(Duration::from_millis(50))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let err = p.get().unwrap_err();
     let Error::Timeout {
         last_connect_error, ..
@@ -196,8 +186,7 @@ fn zero_timeout_fails_at_once_when_nothing_is_idle() {
     // Connects hang: a zero-timeout get must not wait for one.
     db.hang_connects(Duration::from_secs(60));
     let p = pool(&db, 1, 1, Duration::from_secs(3600));
-    let p2 = p.clone();
-    let err = returns_without_hanging(move || p2.get_timeout(Duration::ZERO).unwrap_err());
+    let err = get_timeout_error(&p, Duration::ZERO);
     match &err {
         Error::Timeout { waited, state, .. } => {
             assert_eq!(*waited, Duration::ZERO);
@@ -213,8 +202,7 @@ fn zero_timeout_fails_at_once_when_all_are_in_use() {
     let db = FaultManager::new();
     let p = pool(&db, 1, 0, Duration::from_secs(3600));
     let _held = p.get().unwrap();
-    let p2 = p.clone();
-    let err = returns_without_hanging(move || p2.get_timeout(Duration::ZERO).unwrap_err());
+    let err = get_timeout_error(&p, Duration::ZERO);
     assert!(err.is_timeout(), "{err}");
     assert!(p.try_get().is_none());
 }
@@ -224,6 +212,6 @@ fn zero_checkout_timeout_setting_never_waits() {
     let db = FaultManager::new();
     let p = pool(&db, 1, 0, Duration::ZERO);
     let p2 = p.clone();
-    let err = returns_without_hanging(move || p2.get().unwrap_err());
+    let err = returns_without_hanging("get()", move || p2.get().unwrap_err());
     assert!(err.is_timeout(), "{err}");
 }

@@ -1,12 +1,18 @@
 //! Rule 9: `close()` and dropping the last handle. Rule 10: background work
 //! runs on few threads and holds no strong reference to the pool.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use cistern::testing::{FaultConn, FaultError, FaultManager};
 use cistern::{Error, Manager, Pool, WarmUp};
+use common::{
+    BuildOn, assert_counters_add_up, down_database, eventually, returns_without_hanging, sized,
+    thread_names, threads_named,
+};
 
 /// The tests here run one at a time: some count this process's threads.
 static THREADS: Mutex<()> = Mutex::new(());
@@ -15,54 +21,17 @@ fn serial() -> MutexGuard<'static, ()> {
     THREADS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Names of this process's threads (`/proc/self/task/*/comm`: at most 15
-/// bytes, so pool names in these tests are at most 7 bytes). A new thread
-/// shows its parent's name until it runs, so callers poll.
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task (Linux)")
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|s| s.trim_end().to_owned())
-        .collect()
-}
-
-fn threads_named(name: &str) -> usize {
-    thread_names().iter().filter(|n| *n == name).count()
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn returns_without_hanging<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| panic!("{what} hung"))
-}
-
-fn wait_for_waiters(p: &Pool<FaultManager>, n: usize) {
-    eventually("waiters queued", || p.stats().waiting >= n);
+/// Waits until the background thread of pool `name` has ended.
+fn background_thread_gone(name: &str) {
+    let thread = format!("cistern-{name}");
+    eventually(&format!("{thread} gone"), || threads_named(&thread) == 0);
 }
 
 fn pool(db: &FaultManager, name: &str, size: usize) -> Pool<FaultManager> {
-    Pool::builder()
+    sized(size, 0)
         .name(name)
-        .pool_size(size)
-        .max_overflow(0)
         .checkout_timeout(Duration::from_secs(30))
-        .build(db.clone())
-        .unwrap()
+        .build_on(db)
 }
 
 #[test]
@@ -96,7 +65,7 @@ fn close_wakes_every_waiter_with_closed() {
             std::thread::spawn(move || p.get().map(|_| ()))
         })
         .collect();
-    wait_for_waiters(&p, 3);
+    eventually("waiters queued", || p.stats().waiting >= 3);
     p.close();
     for w in waiters {
         let err = returns_without_hanging("a waiter", move || w.join().unwrap()).unwrap_err();
@@ -129,7 +98,7 @@ fn close_closes_idle_now_and_checked_out_on_return() {
     assert_eq!(db.live(), 0);
     let s = p.stats();
     assert_eq!((s.open, s.closed_by.pool_closed), (0, 3));
-    assert_eq!(s.created - s.closed_by.total() - s.detached, 0);
+    assert_counters_add_up(&s);
 }
 
 #[test]
@@ -193,8 +162,7 @@ fn dropping_the_last_handle_closes_idle_connections_and_stops_the_thread() {
         .name("c-drop")
         .pool_size(3)
         .min_idle(2)
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     eventually("min_idle open", || p.stats().idle == 2);
     eventually("the background thread named", || {
         threads_named("cistern-c-drop") == 1
@@ -206,9 +174,7 @@ fn dropping_the_last_handle_closes_idle_connections_and_stops_the_thread() {
     assert_eq!(db.live(), 2);
     drop(clone);
     assert_eq!(db.live(), 0, "idle connections closed with the last handle");
-    eventually("background thread gone", || {
-        threads_named("cistern-c-drop") == 0
-    });
+    background_thread_gone("c-drop");
 }
 
 #[test]
@@ -221,9 +187,7 @@ fn dropping_the_last_handle_with_a_guard_out_closes_it_on_return() {
     assert_eq!(db.live(), 2);
     drop(p);
     assert_eq!(db.live(), 1, "the idle one closed");
-    eventually("background thread gone", || {
-        threads_named("cistern-c-gout") == 0
-    });
+    background_thread_gone("c-gout");
     assert!(g.query().is_ok());
     drop(g);
     assert_eq!(db.live(), 0);
@@ -234,6 +198,18 @@ fn dropping_the_last_handle_with_a_guard_out_closes_it_on_return() {
 struct Tracked {
     db: FaultManager,
     dropped: Arc<AtomicBool>,
+}
+
+impl Tracked {
+    /// A manager over `db`, and the flag its drop sets.
+    fn new(db: &FaultManager) -> (Tracked, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let manager = Tracked {
+            db: db.clone(),
+            dropped: Arc::clone(&dropped),
+        };
+        (manager, dropped)
+    }
 }
 
 impl Drop for Tracked {
@@ -257,31 +233,25 @@ impl Manager for Tracked {
 fn background_work_keeps_no_dropped_pool_alive() {
     let _serial = serial();
     let db = FaultManager::new();
-    let dropped = Arc::new(AtomicBool::new(false));
+    let (manager, dropped) = Tracked::new(&db);
     let p = Pool::builder()
         .name("c-weak")
         .min_idle(1)
         .idle_timeout(Duration::from_secs(60))
-        .build(Tracked {
-            db: db.clone(),
-            dropped: Arc::clone(&dropped),
-        })
+        .build(manager)
         .unwrap();
     drop(p.get().unwrap());
     drop(p);
     eventually("the pool's state freed", || dropped.load(Ordering::SeqCst));
-    eventually("background thread gone", || {
-        threads_named("cistern-c-weak") == 0
-    });
+    background_thread_gone("c-weak");
     assert_eq!(db.live(), 0);
 }
 
 #[test]
 fn a_pool_backing_off_from_a_down_database_is_freed_when_dropped() {
     let _serial = serial();
-    let db = FaultManager::new();
-    db.refuse_connects(true);
-    let dropped = Arc::new(AtomicBool::new(false));
+    let db = down_database();
+    let (manager, dropped) = Tracked::new(&db);
     // A connect thread is parked in a long backoff when the pool is dropped.
     let p = Pool::builder()
         .name("c-back")
@@ -289,17 +259,12 @@ fn a_pool_backing_off_from_a_down_database_is_freed_when_dropped() {
         .warm_up(WarmUp::Background)
         .backoff_initial(Duration::from_secs(60))
         .backoff_max(Duration::from_secs(60))
-        .build(Tracked {
-            db: db.clone(),
-            dropped: Arc::clone(&dropped),
-        })
+        .build(manager)
         .unwrap();
     eventually("a failed attempt", || db.connect_attempts() >= 1);
     drop(p);
     eventually("the pool's state freed", || dropped.load(Ordering::SeqCst));
-    eventually("background thread gone", || {
-        threads_named("cistern-c-back") == 0
-    });
+    background_thread_gone("c-back");
     assert_eq!(db.connect_attempts(), 1);
 }
 
@@ -313,8 +278,7 @@ fn each_pool_at_rest_runs_one_background_thread_and_no_connect_threads() {
                 .name(format!("few{i}"))
                 .pool_size(3)
                 .min_idle(2)
-                .build(db.clone())
-                .unwrap()
+                .build_on(&db)
         })
         .collect();
     for p in &pools {

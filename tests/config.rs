@@ -61,24 +61,15 @@ fn no_connections_at_all_is_rejected() {
 
 #[test]
 fn absurd_sizes_are_rejected_without_overflowing() {
-    rejects(
-        b().pool_size(usize::MAX).max_overflow(10),
-        "pool_size + max_overflow",
-        &usize::MAX.to_string(),
-        "at most",
-    );
-    rejects(
-        b().pool_size(10).max_overflow(usize::MAX),
-        "pool_size + max_overflow",
-        &usize::MAX.to_string(),
-        "at most",
-    );
-    rejects(
-        b().pool_size(1 << 20).max_overflow(1),
-        "pool_size + max_overflow",
-        "1048576 + 1",
-        "at most",
-    );
+    let max = usize::MAX.to_string();
+    let cases = [
+        (b().pool_size(usize::MAX).max_overflow(10), max.as_str()),
+        (b().pool_size(10).max_overflow(usize::MAX), max.as_str()),
+        (b().pool_size(1 << 20).max_overflow(1), "1048576 + 1"),
+    ];
+    for (builder, value) in cases {
+        rejects(builder, "pool_size + max_overflow", value, "at most");
+    }
 }
 
 #[test]
@@ -93,36 +84,16 @@ fn min_idle_above_pool_size_is_rejected() {
 
 #[test]
 fn zero_durations_that_cannot_work_are_rejected() {
-    rejects(
-        b().idle_timeout(Duration::ZERO),
-        "idle_timeout",
-        "0s",
-        "greater than zero",
-    );
-    rejects(
-        b().recycle_after(Duration::ZERO),
-        "recycle_after",
-        "0s",
-        "greater than zero",
-    );
-    rejects(
-        b().leak_threshold(Duration::ZERO),
-        "leak_threshold",
-        "0s",
-        "greater than zero",
-    );
-    rejects(
-        b().connect_timeout(Duration::ZERO),
-        "connect_timeout",
-        "0s",
-        "greater than zero",
-    );
-    rejects(
-        b().backoff_initial(Duration::ZERO),
-        "backoff_initial",
-        "0s",
-        "greater than zero",
-    );
+    let cases: Vec<(Builder<FaultManager>, &str)> = vec![
+        (b().idle_timeout(Duration::ZERO), "idle_timeout"),
+        (b().recycle_after(Duration::ZERO), "recycle_after"),
+        (b().leak_threshold(Duration::ZERO), "leak_threshold"),
+        (b().connect_timeout(Duration::ZERO), "connect_timeout"),
+        (b().backoff_initial(Duration::ZERO), "backoff_initial"),
+    ];
+    for (builder, setting) in cases {
+        rejects(builder, setting, "0s", "greater than zero");
+    }
 }
 
 #[test]

@@ -3,116 +3,16 @@
 //! is kept or closed, never leaked; failures back off exponentially and the
 //! pool keeps trying while there is demand, without a connect storm.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use cistern::testing::{FaultConn, FaultError, FaultManager};
-use cistern::{Error, Manager, Pool};
-
-/// Polls `cond` until it holds or a generous deadline passes.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Runs `f` on another thread; fails the test if it does not return within
-/// 10 s (a hang becomes a failure, not a stuck test).
-fn returns_without_hanging<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .unwrap_or_else(|_| panic!("{what} hung"))
-}
-
-fn at_rest<M: Manager>(p: &Pool<M>) {
-    let s = p.stats();
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "counters do not add up: {s:?}"
-    );
-    p.check_invariants().unwrap();
-}
-
-/// A manager whose chosen connect attempts (1-based) block until the gate
-/// opens; the others go straight to the wrapped [`FaultManager`].
-#[derive(Clone)]
-struct Gated {
-    db: FaultManager,
-    gate: Arc<Gate>,
-}
-
-struct Gate {
-    state: Mutex<GateState>,
-    opened: Condvar,
-}
-
-struct GateState {
-    attempts: u64,
-    blocked: HashSet<u64>,
-    open: bool,
-}
-
-impl Gated {
-    fn new(db: &FaultManager, blocked: &[u64]) -> Gated {
-        Gated {
-            db: db.clone(),
-            gate: Arc::new(Gate {
-                state: Mutex::new(GateState {
-                    attempts: 0,
-                    blocked: blocked.iter().copied().collect(),
-                    open: false,
-                }),
-                opened: Condvar::new(),
-            }),
-        }
-    }
-
-    fn open(&self) {
-        self.gate.state.lock().unwrap().open = true;
-        self.gate.opened.notify_all();
-    }
-
-    fn attempts(&self) -> u64 {
-        self.gate.state.lock().unwrap().attempts
-    }
-}
-
-impl Manager for Gated {
-    type Connection = FaultConn;
-    type Error = FaultError;
-
-    fn connect(&self) -> Result<FaultConn, FaultError> {
-        let mut st = self.gate.state.lock().unwrap();
-        st.attempts += 1;
-        if st.blocked.contains(&st.attempts) {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !st.open && Instant::now() < deadline {
-                st = self
-                    .gate
-                    .opened
-                    .wait_timeout(st, Duration::from_millis(100))
-                    .unwrap()
-                    .0;
-            }
-        }
-        drop(st);
-        self.db.connect()
-    }
-
-    fn ping(&self, conn: &mut FaultConn) -> Result<(), FaultError> {
-        self.db.ping(conn)
-    }
-}
+use cistern::testing::FaultManager;
+use cistern::{Builder, Error, Pool, Stats};
+use common::{
+    BuildOn, Gated, at_rest, connect_error, down_database, eventually, pool,
+    returns_without_hanging, sized,
+};
 
 /// The shortest gap the backoff schedule allows after the `failures`-th
 /// failure in a row: the delay with the most jitter (-20 %), and a hair of
@@ -127,12 +27,7 @@ fn min_delay(initial: Duration, cap: Duration, failures: u32) -> Duration {
 #[test]
 fn slow_connect_blocks_no_stats_returns_or_checkouts() {
     let db = FaultManager::new();
-    let p = Pool::builder()
-        .pool_size(2)
-        .max_overflow(1)
-        .checkout_timeout(Duration::from_secs(10))
-        .build(db.clone())
-        .unwrap();
+    let p = pool(&db, 2, 1);
     let a = p.get().unwrap();
     let a_id = a.id();
     db.hang_connects(Duration::from_secs(60));
@@ -170,80 +65,69 @@ fn slow_connect_blocks_no_stats_returns_or_checkouts() {
     at_rest(&p);
 }
 
+/// `size` connections, no overflow, a quick backoff (20 to 40 ms) and a
+/// 10 s checkout timeout.
+fn quick_retry<M>(size: usize) -> Builder<M> {
+    sized(size, 0)
+        .backoff_initial(Duration::from_millis(20))
+        .backoff_max(Duration::from_millis(40))
+        .checkout_timeout(Duration::from_secs(10))
+}
+
+/// Checks out the connection of a quick-retry pool of one over `db` (whose
+/// faults the caller scripted); returns the stats and the live connections
+/// of that moment. The pool is at rest once the connection is back.
+fn one_checkout(db: &FaultManager) -> (Stats, usize) {
+    let p = quick_retry(1).build_on(db);
+    let g = p.get().unwrap();
+    let seen = (p.stats(), db.live());
+    drop(g);
+    at_rest(&p);
+    seen
+}
+
+/// A quick-retry pool of `size` whose first connect hangs until the gate
+/// opens; the pool gives up on it after 200 ms.
+fn first_connect_hangs(size: usize) -> (FaultManager, Gated, Pool<Gated>) {
+    let db = FaultManager::new();
+    let m = Gated::new(&db, &[1]);
+    let p = quick_retry(size)
+        .connect_timeout(Duration::from_millis(200))
+        .build_on(&m);
+    (db, m, p)
+}
+
 #[test]
 fn failed_connect_gives_its_slot_back() {
     let db = FaultManager::new();
     db.fail_next_connects(2);
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
-        .checkout_timeout(Duration::from_secs(10))
-        .build(db.clone())
-        .unwrap();
-    let g = p.get().unwrap();
-    let s = p.stats();
+    let (s, _) = one_checkout(&db);
     assert_eq!(
         (s.open, s.connecting, s.connect_errors, s.created),
         (1, 0, 2, 1)
     );
-    drop(g);
-    at_rest(&p);
 }
 
 #[test]
 fn panicking_connect_gives_its_slot_back() {
     let db = FaultManager::new();
     db.panic_next_connects(2);
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
-        .checkout_timeout(Duration::from_secs(10))
-        .build(db.clone())
-        .unwrap();
-    let g = p.get().unwrap();
-    let s = p.stats();
+    let (s, _) = one_checkout(&db);
     assert_eq!((s.open, s.connecting, s.connect_errors), (1, 0, 2));
-    drop(g);
-    at_rest(&p);
 }
 
 #[test]
 fn failed_init_closes_the_new_connection_and_gives_its_slot_back() {
     let db = FaultManager::new();
     db.fail_next_inits(1);
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
-        .checkout_timeout(Duration::from_secs(10))
-        .build(db.clone())
-        .unwrap();
-    let g = p.get().unwrap();
-    let s = p.stats();
+    let (s, live) = one_checkout(&db);
     assert_eq!((s.open, s.created, s.closed_by.failed_init), (1, 2, 1));
-    assert_eq!(db.live(), 1, "the connection that failed init was closed");
-    drop(g);
-    at_rest(&p);
+    assert_eq!(live, 1, "the connection that failed init was closed");
 }
 
 #[test]
 fn hung_connect_gives_its_slot_back_and_a_late_result_without_room_is_closed() {
-    let db = FaultManager::new();
-    let m = Gated::new(&db, &[1]);
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .connect_timeout(Duration::from_millis(200))
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
-        .checkout_timeout(Duration::from_secs(10))
-        .build(m.clone())
-        .unwrap();
+    let (db, m, p) = first_connect_hangs(1);
     // Attempt 1 hangs; after connect_timeout its slot is given back and
     // attempt 2 serves the checkout (the pool has room for one only).
     let g = p.get().unwrap();
@@ -264,17 +148,7 @@ fn hung_connect_gives_its_slot_back_and_a_late_result_without_room_is_closed() {
 
 #[test]
 fn late_result_of_a_hung_connect_is_kept_when_there_is_room() {
-    let db = FaultManager::new();
-    let m = Gated::new(&db, &[1]);
-    let p = Pool::builder()
-        .pool_size(2)
-        .max_overflow(0)
-        .connect_timeout(Duration::from_millis(200))
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
-        .checkout_timeout(Duration::from_secs(10))
-        .build(m.clone())
-        .unwrap();
+    let (db, m, p) = first_connect_hangs(2);
     let g = p.get().unwrap();
     m.open();
     eventually("late result kept as idle", || p.stats().idle == 1);
@@ -288,12 +162,9 @@ fn late_result_of_a_hung_connect_is_kept_when_there_is_room() {
 fn connect_outliving_its_waiter_is_kept_as_idle() {
     let db = FaultManager::new();
     let m = Gated::new(&db, &[1]);
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
+    let p = sized(1, 0)
         .checkout_timeout(Duration::from_secs(30))
-        .build(m.clone())
-        .unwrap();
+        .build_on(&m);
     let err = p.get_timeout(Duration::from_millis(150)).unwrap_err();
     assert!(err.is_timeout(), "{err}");
     m.open();
@@ -306,11 +177,7 @@ fn connect_outliving_its_waiter_is_kept_as_idle() {
 fn close_does_not_wait_for_a_hung_connect_and_its_late_result_is_closed() {
     let db = FaultManager::new();
     let m = Gated::new(&db, &[1]);
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .build(m.clone())
-        .unwrap();
+    let p = sized(1, 0).build_on(&m);
     let p2 = p.clone();
     let waiter = std::thread::spawn(move || p2.get_timeout(Duration::from_secs(30)).map(|_| ()));
     eventually("a connect in flight", || p.stats().connecting == 1);
@@ -329,13 +196,10 @@ fn close_does_not_wait_for_a_hung_connect_and_its_late_result_is_closed() {
 fn at_most_max_connecting_attempts_run_at_once() {
     let db = FaultManager::new();
     db.connect_delay(Duration::from_millis(50));
-    let p = Pool::builder()
-        .pool_size(8)
-        .max_overflow(0)
+    let p = sized(8, 0)
         .max_connecting(2)
         .checkout_timeout(Duration::from_secs(20))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let p = p.clone();
@@ -363,15 +227,11 @@ fn at_most_max_connecting_attempts_run_at_once() {
 fn failed_connects_back_off_exponentially_while_the_database_is_down() {
     let initial = Duration::from_millis(20);
     let cap = Duration::from_millis(160);
-    let db = FaultManager::new();
-    db.refuse_connects(true);
-    let p = Pool::builder()
-        .pool_size(4)
-        .max_overflow(4)
+    let db = down_database();
+    let p = sized(4, 4)
         .backoff_initial(initial)
         .backoff_max(cap)
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     // Sixteen threads keep asking for ~1.2 s: plenty of demand.
     let until = Instant::now() + Duration::from_millis(1200);
     let threads: Vec<_> = (0..16)
@@ -429,14 +289,11 @@ fn hung_connects_back_off_like_failed_ones() {
     let connect_timeout = Duration::from_millis(100);
     let db = FaultManager::new();
     db.hang_connects(Duration::from_secs(30));
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
+    let p = sized(1, 0)
         .connect_timeout(connect_timeout)
         .backoff_initial(initial)
         .backoff_max(cap)
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let err = p.get_timeout(Duration::from_millis(1500)).unwrap_err();
     assert!(err.is_timeout(), "{err}");
     let msg = err.to_string();
@@ -468,13 +325,11 @@ fn hung_connects_back_off_like_failed_ones() {
 
 #[test]
 fn no_attempts_without_demand() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     let p = Pool::builder()
         .backoff_initial(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(10))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     assert!(p.get_timeout(Duration::from_millis(100)).is_err());
     eventually("no connect in flight", || p.stats().connecting == 0);
     let before = db.connect_attempts();
@@ -488,14 +343,12 @@ fn no_attempts_without_demand() {
 
 #[test]
 fn keeps_trying_while_a_waiter_waits() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     let p = Pool::builder()
         .backoff_initial(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(20))
         .checkout_timeout(Duration::from_secs(20))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let p2 = p.clone();
     let waiter = std::thread::spawn(move || p2.get().map(|g| g.id()));
     // Well past the cap: a pool that gives up would stop here.
@@ -509,8 +362,7 @@ fn keeps_trying_while_a_waiter_waits() {
 
 #[test]
 fn fail_fast_when_down_fails_at_once_with_the_connect_error() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     let p = Pool::builder()
         .name("ffwd")
         .fail_fast_when_down(true)
@@ -518,8 +370,7 @@ fn fail_fast_when_down_fails_at_once_with_the_connect_error() {
         // Long enough that no retry is in flight during the test.
         .backoff_initial(Duration::from_secs(30))
         .backoff_max(Duration::from_secs(30))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     // Nothing known yet: the first checkout waits and times out.
     assert!(p.get().unwrap_err().is_timeout());
     assert_eq!(db.connect_attempts(), 1);
@@ -529,18 +380,10 @@ fn fail_fast_when_down_fails_at_once_with_the_connect_error() {
     let err = returns_without_hanging("get()", move || {
         p2.get_timeout(Duration::from_secs(3600)).unwrap_err()
     });
-    match &err {
-        Error::Connect {
-            pool,
-            consecutive_failures,
-            source,
-        } => {
-            assert_eq!(pool, "ffwd");
-            assert_eq!(*consecutive_failures, 1);
-            assert!(source.to_string().contains("database is down"), "{source}");
-        }
-        other => panic!("expected Error::Connect, got {other:?}"),
-    }
+    let (pool, consecutive_failures, source) = connect_error(&err);
+    assert_eq!(pool, "ffwd");
+    assert_eq!(consecutive_failures, 1);
+    assert!(source.contains("database is down"), "{source}");
     assert_eq!(
         db.connect_attempts(),
         1,
@@ -557,8 +400,7 @@ fn fail_fast_when_down_still_serves_idle_connections() {
         .checkout_timeout(Duration::from_millis(200))
         .backoff_initial(Duration::from_secs(30))
         .backoff_max(Duration::from_secs(30))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let a = p.get().unwrap();
     db.refuse_connects(true);
     // A second connection fails to open: the database is down.
@@ -571,15 +413,13 @@ fn fail_fast_when_down_still_serves_idle_connections() {
 
 #[test]
 fn fail_fast_when_down_recovers_once_the_database_is_back() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     let p = Pool::builder()
         .fail_fast_when_down(true)
         .checkout_timeout(Duration::from_millis(200))
         .backoff_initial(Duration::from_millis(20))
         .backoff_max(Duration::from_millis(40))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     assert!(p.get().unwrap_err().is_timeout());
     assert!(matches!(p.get().unwrap_err(), Error::Connect { .. }));
     db.refuse_connects(false);
@@ -604,17 +444,13 @@ fn a_hung_attempt_that_fails_late_is_counted_once() {
     // Each attempt hangs 300 ms and then fails; the pool gives up on it at
     // connect_timeout (100 ms), which counts it as failed. Its late failure
     // must not count a second time.
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     db.hang_connects(Duration::from_millis(300));
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
+    let p = sized(1, 0)
         .connect_timeout(Duration::from_millis(100))
         .backoff_initial(Duration::from_millis(50))
         .backoff_max(Duration::from_millis(50))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     assert!(p.get_timeout(Duration::from_millis(500)).is_err());
     // Every hung attempt has come back (each returns after 300 ms; no new
     // one starts once the waiter is gone).

@@ -1,16 +1,18 @@
 //! Event hooks: each fires with the right data, outside the pool's lock, and
 //! a panicking hook is contained and logged.
 
-#[path = "common/log_capture.rs"]
-mod log_capture;
+mod common;
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Clock, CloseReason, EventHandler, Pool, Pooled};
+use common::{
+    BuildOn, EVENTUALLY, assert_counters_add_up, eventually, log_capture, poll_until, sized,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Event {
@@ -59,19 +61,16 @@ impl Recorder {
             .collect()
     }
 
+    /// The first recorded event that matches `pred`, waiting for it (20 s
+    /// at most).
     fn wait_for(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} event in {:#?}",
-                self.events()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
+        let mut found = None;
+        let seen = poll_until(EVENTUALLY, || {
+            found = self.events().into_iter().find(|e| pred(e));
+            found.is_some()
+        });
+        assert!(seen, "no {what} event in {:#?}", self.events());
+        found.unwrap()
     }
 }
 
@@ -110,7 +109,7 @@ fn pool_with(
         .backoff_initial(Duration::from_millis(5))
         .backoff_max(Duration::from_millis(20))
         .event_handler(rec.clone());
-    f(b).build(db.clone()).unwrap()
+    f(b).build_on(db)
 }
 
 #[test]
@@ -184,11 +183,7 @@ fn checkout_hook_reports_how_long_the_checkout_waited() {
         let pool = pool.clone();
         thread::spawn(move || drop(pool.get().unwrap()))
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pool.stats().waiting == 0 {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(2));
-    }
+    eventually("a waiter", || pool.stats().waiting > 0);
     thread::sleep(Duration::from_millis(10));
     drop(held);
     waiter.join().unwrap();
@@ -351,19 +346,11 @@ fn every_event(pool: &Pool<FaultManager>, db: &FaultManager, clock: &Clock) {
         let pool = pool.clone();
         thread::spawn(move || pool.get().map(drop))
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pool.stats().waiting == 0 {
-        assert!(Instant::now() < deadline, "the waiter never queued");
-        thread::sleep(Duration::from_millis(2));
-    }
+    eventually("the waiter to queue", || pool.stats().waiting > 0);
     drop(a);
     waiter.join().unwrap().unwrap();
     clock.advance(Duration::from_secs(600));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pool.stats().leaks_reported == 0 {
-        assert!(Instant::now() < deadline, "no leak reported");
-        thread::sleep(Duration::from_millis(2));
-    }
+    eventually("a leak report", || pool.stats().leaks_reported > 0);
     let mut b = b;
     Pooled::mark_broken(&mut b);
     drop(b);
@@ -393,17 +380,14 @@ fn full_pool(
     db: &FaultManager,
     clock: &Clock,
 ) -> Pool<FaultManager> {
-    Pool::builder()
+    sized(2, 0)
         .name(name)
-        .pool_size(2)
-        .max_overflow(0)
         .clock(clock.clone())
         .leak_threshold(Duration::from_millis(40))
         .backoff_initial(Duration::from_millis(5))
         .backoff_max(Duration::from_millis(20))
         .event_handler(handler)
-        .build(db.clone())
-        .unwrap()
+        .build_on(db)
 }
 
 #[test]
@@ -479,7 +463,7 @@ fn a_panicking_hook_is_contained_and_logged() {
     }
     pool.check_invariants().unwrap();
     let s = pool.stats();
-    assert_eq!(s.created - s.closed_by.total() - s.detached, s.open as u64);
+    assert_counters_add_up(&s);
     assert_eq!((s.in_use, s.closed_by.broken), (0, 1));
     assert_eq!(s.held.count, s.checkouts);
     drop(pool);

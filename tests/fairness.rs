@@ -2,29 +2,15 @@
 //! waiter starves; `max_waiting` bounds the queue; idle connections are
 //! handed out newest first.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Error, Pool};
-
-fn pool(db: &FaultManager, size: usize, overflow: usize) -> Pool<FaultManager> {
-    Pool::builder()
-        .pool_size(size)
-        .max_overflow(overflow)
-        .checkout_timeout(Duration::from_secs(10))
-        .build(db.clone())
-        .unwrap()
-}
-
-fn wait_for_waiters(p: &Pool<FaultManager>, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.stats().waiting < n {
-        assert!(Instant::now() < deadline, "waiters never queued");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use common::{BuildOn, pool, sized, wait_for_waiters};
 
 /// Queues `n` waiters one after the other (each is in the queue before the
 /// next starts) and returns the order in which they were served.
@@ -61,12 +47,7 @@ fn waiters_are_served_in_arrival_order() {
 #[test]
 fn waiters_are_served_in_arrival_order_with_strict_handoff() {
     let db = FaultManager::new();
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .barging_window(Duration::ZERO)
-        .build(db.clone())
-        .unwrap();
+    let p = sized(1, 0).barging_window(Duration::ZERO).build_on(&db);
     assert_eq!(serve_order(&p, 8), (0..8).collect::<Vec<_>>());
 }
 
@@ -96,12 +77,9 @@ fn returned_connection_goes_to_the_longest_waiter_not_a_newcomer() {
 #[test]
 fn no_waiter_starves_behind_greedy_threads() {
     let db = FaultManager::new();
-    let p = Pool::builder()
-        .pool_size(2)
-        .max_overflow(0)
+    let p = sized(2, 0)
         .checkout_timeout(Duration::from_secs(5))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let stop = Arc::new(AtomicBool::new(false));
     let greedy_timeouts = Arc::new(AtomicU64::new(0));
     // Greedy threads take the connection back the moment they return it.
@@ -161,14 +139,11 @@ fn no_waiter_starves_behind_greedy_threads() {
 #[test]
 fn queue_beyond_max_waiting_fails_at_once_with_queue_full() {
     let db = FaultManager::new();
-    let p = Pool::builder()
+    let p = sized(1, 0)
         .name("qf")
-        .pool_size(1)
-        .max_overflow(0)
         .max_waiting(2)
         .checkout_timeout(Duration::from_secs(3600))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let held = p.get().unwrap();
     let waiters: Vec<_> = (0..2)
         .map(|_| {
@@ -210,24 +185,13 @@ fn queue_beyond_max_waiting_fails_at_once_with_queue_full() {
 #[test]
 fn max_waiting_zero_never_queues_but_serves_idle() {
     let db = FaultManager::new();
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .max_waiting(0)
-        .build(db.clone())
-        .unwrap();
+    let p = sized(1, 0).max_waiting(0).build_on(&db);
     // Nothing idle and room to connect: connecting needs a wait, refused.
     let err = p.get().unwrap_err();
     assert!(matches!(err, Error::QueueFull { .. }), "{err:?}");
     // A pool with max_waiting 0 still hands out idle connections (warmed
     // through min_idle).
-    let warm = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .min_idle(1)
-        .max_waiting(0)
-        .build(db.clone())
-        .unwrap();
+    let warm = sized(1, 0).min_idle(1).max_waiting(0).build_on(&db);
     let g = warm.get().unwrap();
     assert!(matches!(warm.get().unwrap_err(), Error::QueueFull { .. }));
     drop(g);
@@ -266,13 +230,10 @@ fn returns_to_several_waiters_are_not_closed_as_excess() {
     // (pool_size is 1: the idle store is "full" with the first one).
     for round in 0..20 {
         let db = FaultManager::new();
-        let p = Pool::builder()
-            .pool_size(1)
-            .max_overflow(1)
+        let p = sized(1, 1)
             .barging_window(Duration::from_secs(10))
             .checkout_timeout(Duration::from_secs(60))
-            .build(db.clone())
-            .unwrap();
+            .build_on(&db);
         let a = p.get().unwrap();
         let b = p.get().unwrap();
         let (served_tx, served_rx) = mpsc::channel();

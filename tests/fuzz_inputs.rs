@@ -12,11 +12,14 @@
 //!
 //! Cases: 512 per property by default, `CISTERN_FUZZ_CASES` for more.
 
+mod common;
+
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use cistern::{Builder, Error, parse_duration};
+use common::panic_text;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 
@@ -40,14 +43,8 @@ fn config() -> ProptestConfig {
 
 /// Runs `f`, turning a panic into an error that quotes the input.
 fn no_panic<T>(input: &str, f: impl FnOnce() -> T) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        format!("panicked on input {input:?}: {msg}")
-    })
+    catch_unwind(AssertUnwindSafe(f))
+        .map_err(|p| format!("panicked on input {input:?}: {}", panic_text(&*p)))
 }
 
 // ---------------------------------------------------------------- durations
@@ -688,6 +685,74 @@ mod url_parts {
         pub password: String,
     }
 
+    /// What every outcome of parsing a generated URL with `new` must
+    /// satisfy: no panic; accepted, a `Debug` output without the password
+    /// and the settings `read_back` checks; rejected, a clear error without
+    /// the password.
+    pub fn check_url<M: std::fmt::Debug>(
+        url: &Url,
+        setting: &str,
+        new: impl FnOnce(&str) -> Result<M, Error>,
+        read_back: impl FnOnce(&M) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let text = &url.text;
+        match no_panic(text, || new(text))? {
+            Ok(m) => {
+                let debug = format!("{m:?}");
+                if debug.contains(&url.password) {
+                    return Err(format!("{text:?}: Debug shows the password: {debug}"));
+                }
+                read_back(&m)
+            }
+            Err(e) => check_url_error(&e, setting, text, Some(&url.password)),
+        }
+    }
+
+    /// Arbitrary text given to `new`: no panic, and a rejection is a clear
+    /// error.
+    pub fn check_text<M>(
+        text: &str,
+        setting: &str,
+        new: impl FnOnce(&str) -> Result<M, Error>,
+    ) -> Result<(), String> {
+        match no_panic(text, || new(text))? {
+            Ok(_) => Ok(()),
+            Err(e) => check_url_error(&e, setting, text, None),
+        }
+    }
+
+    /// Parses each of `nasty` (whose passwords start with "Sekret") with
+    /// `new`; returns every panic, every password shown in a `Debug` output
+    /// or an error, and every unclear error.
+    pub fn nasty_failures<M: std::fmt::Debug>(
+        nasty: &[&str],
+        setting: &str,
+        new: impl Fn(&str) -> Result<M, Error>,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for &text in nasty {
+            match no_panic(text, || new(text)) {
+                Err(panic) => failures.push(panic),
+                Ok(Ok(m)) => {
+                    let debug = format!("{m:?}");
+                    if debug.contains("Sekret") {
+                        failures.push(format!("{text:?}: Debug shows the password: {debug}"));
+                    }
+                }
+                Ok(Err(e)) => {
+                    let shown = format!("{e}\n{e:?}");
+                    if shown.contains("Sekret") {
+                        failures.push(format!("{text:?}: the error shows the password: {shown}"));
+                    }
+                    if let Err(why) = check_url_error(&e, setting, text, None) {
+                        failures.push(why);
+                    }
+                }
+            }
+        }
+        failures
+    }
+
     /// A rejected URL: a config error naming `setting` that shows the URL with
     /// its password masked and never the password.
     pub fn check_url_error(
@@ -756,23 +821,16 @@ mod postgres_urls {
 
     fn check(url: &Url) -> Result<(), String> {
         let text = &url.text;
-        match no_panic(text, || PostgresManager::new(text))? {
-            Ok(m) => {
-                let debug = format!("{m:?}");
-                if debug.contains(&url.password) {
-                    return Err(format!("{text:?}: Debug shows the password: {debug}"));
-                }
-                let c = m.config();
-                if c.get_password() != Some(url.password.as_bytes()) {
-                    return Err(format!("{text:?}: password read as {:?}", c.get_password()));
-                }
-                if c.get_user().is_none() {
-                    return Err(format!("{text:?}: user {:?} lost", url.user));
-                }
-                Ok(())
+        check_url(url, SETTING, PostgresManager::new, |m| {
+            let c = m.config();
+            if c.get_password() != Some(url.password.as_bytes()) {
+                return Err(format!("{text:?}: password read as {:?}", c.get_password()));
             }
-            Err(e) => check_url_error(&e, SETTING, text, Some(&url.password)),
-        }
+            if c.get_user().is_none() {
+                return Err(format!("{text:?}: user {:?} lost", url.user));
+            }
+            Ok(())
+        })
     }
 
     /// `host=... password=...` strings, quoted and not.
@@ -816,10 +874,7 @@ mod postgres_urls {
 
         #[test]
         fn postgres_arbitrary_text_never_panics(text in any::<String>()) {
-            match no_panic(&text, || PostgresManager::new(&text)).map_err(TestCaseError::fail)? {
-                Ok(_) => {}
-                Err(e) => check_url_error(&e, SETTING, &text, None).map_err(TestCaseError::fail)?,
-            }
+            check_text(&text, SETTING, PostgresManager::new).map_err(TestCaseError::fail)?;
         }
     }
 
@@ -857,27 +912,7 @@ mod postgres_urls {
             "\\",
             "\u{0}",
         ];
-        let mut failures = Vec::new();
-        for text in nasty {
-            match no_panic(text, || PostgresManager::new(text)) {
-                Err(panic) => failures.push(panic),
-                Ok(Ok(m)) => {
-                    let debug = format!("{m:?}");
-                    if debug.contains("Sekret") {
-                        failures.push(format!("{text:?}: Debug shows the password: {debug}"));
-                    }
-                }
-                Ok(Err(e)) => {
-                    let shown = format!("{e}\n{e:?}");
-                    if shown.contains("Sekret") {
-                        failures.push(format!("{text:?}: the error shows the password: {shown}"));
-                    }
-                    if let Err(why) = check_url_error(&e, SETTING, text, None) {
-                        failures.push(why);
-                    }
-                }
-            }
-        }
+        let failures = nasty_failures(&nasty, SETTING, PostgresManager::new);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
@@ -908,22 +943,15 @@ mod mysql_urls {
 
     fn check(url: &Url) -> Result<(), String> {
         let text = &url.text;
-        match no_panic(text, || MysqlManager::new(text))? {
-            Ok(m) => {
-                let debug = format!("{m:?}");
-                if debug.contains(&url.password) {
-                    return Err(format!("{text:?}: Debug shows the password: {debug}"));
-                }
-                if m.opts().get_pass() != Some(url.password.as_str()) {
-                    return Err(format!(
-                        "{text:?}: password read as {:?}",
-                        m.opts().get_pass()
-                    ));
-                }
-                Ok(())
+        check_url(url, SETTING, MysqlManager::new, |m| {
+            if m.opts().get_pass() != Some(url.password.as_str()) {
+                return Err(format!(
+                    "{text:?}: password read as {:?}",
+                    m.opts().get_pass()
+                ));
             }
-            Err(e) => check_url_error(&e, SETTING, text, Some(&url.password)),
-        }
+            Ok(())
+        })
     }
 
     proptest! {
@@ -936,10 +964,7 @@ mod mysql_urls {
 
         #[test]
         fn mysql_arbitrary_text_never_panics(text in any::<String>()) {
-            match no_panic(&text, || MysqlManager::new(&text)).map_err(TestCaseError::fail)? {
-                Ok(_) => {}
-                Err(e) => check_url_error(&e, SETTING, &text, None).map_err(TestCaseError::fail)?,
-            }
+            check_text(&text, SETTING, MysqlManager::new).map_err(TestCaseError::fail)?;
         }
     }
 
@@ -966,27 +991,7 @@ mod mysql_urls {
             "mysql://u:Sekret1@h/db?socket=%00",
             "\u{0}",
         ];
-        let mut failures = Vec::new();
-        for text in nasty {
-            match no_panic(text, || MysqlManager::new(text)) {
-                Err(panic) => failures.push(panic),
-                Ok(Ok(m)) => {
-                    let debug = format!("{m:?}");
-                    if debug.contains("Sekret") {
-                        failures.push(format!("{text:?}: Debug shows the password: {debug}"));
-                    }
-                }
-                Ok(Err(e)) => {
-                    let shown = format!("{e}\n{e:?}");
-                    if shown.contains("Sekret") {
-                        failures.push(format!("{text:?}: the error shows the password: {shown}"));
-                    }
-                    if let Err(why) = check_url_error(&e, SETTING, text, None) {
-                        failures.push(why);
-                    }
-                }
-            }
-        }
+        let failures = nasty_failures(&nasty, SETTING, MysqlManager::new);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }

@@ -4,39 +4,14 @@
 //! `detach` takes the connection out for good and frees its slot; `age`,
 //! `held` and `id` describe it.
 
+mod common;
+
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Clock, Pool, Pooled};
-
-fn pool(db: &FaultManager, size: usize, overflow: usize) -> Pool<FaultManager> {
-    Pool::builder()
-        .pool_size(size)
-        .max_overflow(overflow)
-        .checkout_timeout(Duration::from_secs(10))
-        .build(db.clone())
-        .unwrap()
-}
-
-fn at_rest(p: &Pool<FaultManager>, db: &FaultManager) {
-    let s = p.stats();
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "{s:?}"
-    );
-    p.check_invariants().unwrap();
-    let _ = db;
-}
-
-fn wait_for_waiters(p: &Pool<FaultManager>, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.stats().waiting < n {
-        assert!(Instant::now() < deadline, "waiters never queued");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use common::{BuildOn, at_rest, pool, sized, wait_for_waiters};
 
 #[test]
 fn drop_returns_the_connection() {
@@ -71,7 +46,7 @@ fn detach_takes_the_connection_out_and_frees_its_slot() {
     drop(conn);
     assert_eq!(db.live(), 1);
     drop(g);
-    at_rest(&p, &db);
+    at_rest(&p);
 }
 
 #[test]
@@ -85,7 +60,7 @@ fn detach_lets_a_waiter_get_a_new_connection() {
     let conn = Pooled::detach(g);
     let id = waiter.join().unwrap().unwrap();
     assert_ne!(id, conn.id());
-    at_rest(&p, &db);
+    at_rest(&p);
 }
 
 #[test]
@@ -100,7 +75,7 @@ fn mark_broken_closes_instead_of_returning() {
     assert_eq!((s.open, s.idle, s.closed_by.broken), (0, 0, 1));
     assert_eq!(db.live(), 0);
     assert_ne!(p.get().unwrap().id(), id);
-    at_rest(&p, &db);
+    at_rest(&p);
 }
 
 #[test]
@@ -112,7 +87,7 @@ fn failed_checkin_hook_closes_the_connection() {
     drop(g);
     let s = p.stats();
     assert_eq!((s.open, s.closed_by.broken), (0, 1));
-    at_rest(&p, &db);
+    at_rest(&p);
 }
 
 #[test]
@@ -134,7 +109,7 @@ fn guard_dropped_while_its_thread_panics_closes_the_connection() {
     let g = p.get_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(g.id(), 2);
     drop(g);
-    at_rest(&p, &db);
+    at_rest(&p);
 }
 
 #[test]
@@ -153,12 +128,7 @@ fn guard_dropped_after_the_pool_closed_closes_the_connection() {
 fn id_age_and_held_describe_the_connection_and_the_checkout() {
     let db = FaultManager::new();
     let clock = Clock::manual();
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
-        .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
+    let p = sized(1, 0).clock(clock.clone()).build_on(&db);
     let g = p.get().unwrap();
     assert_eq!(Pooled::id(&g), 1);
     assert_eq!(Pooled::age(&g), Duration::ZERO);
@@ -191,13 +161,10 @@ fn id_age_and_held_describe_the_connection_and_the_checkout() {
 fn held_starts_when_the_connection_is_handed_out_not_when_waiting_began() {
     let db = FaultManager::new();
     let clock = Clock::manual();
-    let p = Pool::builder()
-        .pool_size(1)
-        .max_overflow(0)
+    let p = sized(1, 0)
         .clock(clock.clone())
         .checkout_timeout(Duration::from_secs(30))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let first = p.get().unwrap();
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -228,8 +195,7 @@ fn over_age_connection_is_closed_on_return() {
         .recycle_after(Duration::from_secs(60))
         .recycle_spread(0.0)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let g = p.get().unwrap();
     clock.advance(Duration::from_secs(61));
     drop(g);

@@ -1,18 +1,30 @@
 //! Health: status transitions and recommendations, driven by a pool over
 //! the fault-injecting manager.
 
+mod common;
+
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Clock, Health, HealthStatus, Pool, Pooled};
+use common::{BuildOn, eventually, sized};
 
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
+/// A pool `name` of `size` (no overflow) over `db` that retries failed
+/// connects quickly (5 to 20 ms).
+fn quick_retry(name: &str, size: usize, db: &FaultManager) -> Pool<FaultManager> {
+    sized(size, 0)
+        .name(name)
+        .backoff_initial(Duration::from_millis(5))
+        .backoff_max(Duration::from_millis(20))
+        .build_on(db)
+}
+
+/// Waits until a connect of `pool` has failed.
+fn a_connect_failed(pool: &Pool<FaultManager>) {
+    eventually("a failed connect", || {
+        pool.stats().consecutive_connect_failures > 0
+    });
 }
 
 fn codes(h: &Health) -> Vec<&'static str> {
@@ -29,10 +41,8 @@ fn message<'a>(h: &'a Health, code: &str) -> &'a str {
 
 #[test]
 fn status_rises_with_utilization_and_falls_back() {
-    let pool = Pool::builder()
+    let pool = sized(8, 2)
         .name("health-utilization")
-        .pool_size(8)
-        .max_overflow(2)
         .build(FaultManager::new())
         .unwrap();
     assert_eq!(pool.health().status, HealthStatus::Healthy);
@@ -68,10 +78,8 @@ fn status_rises_with_utilization_and_falls_back() {
 
 #[test]
 fn thresholds_come_from_the_builder() {
-    let pool = Pool::builder()
+    let pool = sized(4, 0)
         .name("health-thresholds")
-        .pool_size(4)
-        .max_overflow(0)
         .health_warning(0.25)
         .health_critical(0.5)
         .build(FaultManager::new())
@@ -86,20 +94,11 @@ fn thresholds_come_from_the_builder() {
 #[test]
 fn down_while_connects_fail_and_nothing_is_idle_then_recovers() {
     let db = FaultManager::new();
-    let pool = Pool::builder()
-        .name("health-down")
-        .pool_size(2)
-        .max_overflow(0)
-        .backoff_initial(Duration::from_millis(5))
-        .backoff_max(Duration::from_millis(20))
-        .build(db.clone())
-        .unwrap();
+    let pool = quick_retry("health-down", 2, &db);
     db.refuse_connects(true);
     let err = pool.get_timeout(Duration::from_millis(100)).unwrap_err();
     assert!(err.is_timeout(), "{err}");
-    eventually("a failed connect", || {
-        pool.stats().consecutive_connect_failures > 0
-    });
+    a_connect_failed(&pool);
     let h = pool.health();
     assert_eq!(h.status, HealthStatus::Down);
     assert_eq!(h.status.http_status(), 503);
@@ -125,14 +124,7 @@ fn down_while_connects_fail_and_nothing_is_idle_then_recovers() {
 #[test]
 fn an_idle_connection_keeps_the_pool_up_while_connects_fail() {
     let db = FaultManager::new();
-    let pool = Pool::builder()
-        .name("health-idle-up")
-        .pool_size(3)
-        .max_overflow(0)
-        .backoff_initial(Duration::from_millis(5))
-        .backoff_max(Duration::from_millis(20))
-        .build(db.clone())
-        .unwrap();
+    let pool = quick_retry("health-idle-up", 3, &db);
     let a = pool.get().unwrap();
     let b = pool.get().unwrap();
     drop(b);
@@ -140,9 +132,7 @@ fn an_idle_connection_keeps_the_pool_up_while_connects_fail() {
     // One idle, one held: a third checkout needs a connect that fails.
     let b = pool.get().unwrap();
     assert!(pool.get_timeout(Duration::from_millis(50)).is_err());
-    eventually("a failed connect", || {
-        pool.stats().consecutive_connect_failures > 0
-    });
+    a_connect_failed(&pool);
     assert_eq!(pool.health().status, HealthStatus::Down, "nothing idle");
     drop(b);
     let h = pool.health();
@@ -169,10 +159,8 @@ fn closed_pool_is_down() {
 
 #[test]
 fn frequent_waits_and_waiting_threads_recommend_more_capacity() {
-    let pool = Pool::builder()
+    let pool = sized(1, 1)
         .name("health-waits")
-        .pool_size(1)
-        .max_overflow(1)
         .build(FaultManager::new())
         .unwrap();
     // 20 quick checkouts, then 4 that wait.
@@ -235,13 +223,10 @@ fn guards_held_past_the_leak_threshold_point_to_holders() {
 #[test]
 fn failed_pings_recommend_recycling_earlier() {
     let db = FaultManager::new();
-    let pool = Pool::builder()
+    let pool = sized(2, 0)
         .name("health-pings")
-        .pool_size(2)
-        .max_overflow(0)
         .ping_bypass(Duration::ZERO)
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     drop(pool.get().unwrap());
     db.fail_next_pings(2);
     drop(pool.get().unwrap());
@@ -253,10 +238,8 @@ fn failed_pings_recommend_recycling_earlier() {
 
 #[test]
 fn overflow_churn_recommends_a_larger_base() {
-    let pool = Pool::builder()
+    let pool = sized(1, 3)
         .name("health-churn")
-        .pool_size(1)
-        .max_overflow(3)
         .build(FaultManager::new())
         .unwrap();
     for _ in 0..10 {
@@ -293,10 +276,8 @@ fn broken_and_panicked_connections_are_explained() {
 #[cfg(feature = "serde")]
 #[test]
 fn health_serializes_for_json_endpoints() {
-    let pool = Pool::builder()
+    let pool = sized(1, 0)
         .name("health-json")
-        .pool_size(1)
-        .max_overflow(0)
         .build(FaultManager::new())
         .unwrap();
     let conn = pool.get().unwrap();

@@ -198,10 +198,13 @@ fn health_route_answers_503_when_every_connection_is_held() {
         })
     };
     let mut report = Json::Null;
-    eventually("the health route to answer 503", || {
+    // The connection counts as in use from the moment it is handed to the
+    // waiting request; its holder record appears once that thread takes it.
+    eventually("the health route to answer 503 with the holder", || {
         let (status, json) = get_json(&server, "/health/db_pool");
+        let held = json["holders"].as_array().is_some_and(|h| !h.is_empty());
         report = json;
-        status == 503
+        status == 503 && held
     });
     assert_eq!(report["status"], "critical", "{report}");
     assert_eq!(report["utilization"], 1.0);

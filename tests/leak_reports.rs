@@ -1,70 +1,33 @@
 //! Leak detection (issue 3): reports once per guard, a line on return, forgotten
 //! guards, holders, the timeout error naming the holder, backtraces.
 
-use std::sync::{Mutex, Once};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Pool, Pooled};
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use common::{eventually, log_capture, sized};
+use log::Level;
 
-/// Every log line of this test binary; tests filter by their pool's name.
-static LINES: Mutex<Vec<(Level, String)>> = Mutex::new(Vec::new());
-static INIT: Once = Once::new();
-
-struct Capture;
-
-impl Log for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &Record<'_>) {
-        LINES
-            .lock()
-            .unwrap()
-            .push((record.level(), record.args().to_string()));
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    INIT.call_once(|| {
-        log::set_boxed_logger(Box::new(Capture)).unwrap();
-        log::set_max_level(LevelFilter::Trace);
-    });
-}
-
+/// The text of the lines at `level` of pool `pool` that contain `needle`.
 fn lines_of(pool: &str, level: Level, needle: &str) -> Vec<String> {
-    let tag = format!("pool '{pool}'");
-    LINES
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(l, m)| *l == level && m.contains(&tag) && m.contains(needle))
-        .map(|(_, m)| m.clone())
+    log_capture::of_pool(pool)
+        .into_iter()
+        .filter(|l| l.level == level && l.text.contains(needle))
+        .map(|l| l.text)
         .collect()
 }
 
 fn leaky_pool(name: &str, size: usize) -> Pool<FaultManager> {
-    capture_logs();
-    Pool::builder()
+    log_capture::install();
+    sized(size, 0)
         .name(name)
-        .pool_size(size)
-        .max_overflow(0)
         .leak_threshold(Duration::from_millis(100))
         .leak_backtraces(true)
         .checkout_timeout(Duration::from_millis(300))
         .build(FaultManager::new())
         .unwrap()
-}
-
-/// Polls until `f` holds, failing after a generous deadline.
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

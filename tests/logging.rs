@@ -2,23 +2,20 @@
 //! step; timeouts at warn; recycle and idle closes at debug; every line
 //! names its pool; no password in any line.
 
-#[path = "common/log_capture.rs"]
-mod log_capture;
+mod common;
 
 use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Clock, Manager, Pool, Pooled};
+use common::{BuildOn, log_capture, sized};
 use log::Level;
 
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
+/// Polls `cond` until it holds, failing after 30 s.
+fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    common::eventually_within(what, Duration::from_secs(30), cond);
 }
 
 fn connect_failure_lines(pool: &str) -> Vec<log_capture::Line> {
@@ -33,15 +30,12 @@ fn connect_failures_are_logged_once_per_backoff_step() {
     log_capture::install();
     let name = "log-connect-steps";
     let db = FaultManager::new();
-    let pool = Pool::builder()
+    let pool = sized(4, 0)
         .name(name)
-        .pool_size(4)
-        .max_overflow(0)
         .max_connecting(4)
         .backoff_initial(Duration::from_millis(200))
         .backoff_max(Duration::from_millis(200))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     db.refuse_connects(true);
     // Four attempts in flight at once, all failing together: one step.
     db.hang_connects(Duration::from_secs(60));
@@ -93,12 +87,7 @@ fn connect_failures_are_logged_once_per_backoff_step() {
 fn timeouts_are_logged_at_warn() {
     log_capture::install();
     let name = "log-timeouts";
-    let pool = Pool::builder()
-        .name(name)
-        .pool_size(1)
-        .max_overflow(0)
-        .build(FaultManager::new())
-        .unwrap();
+    let pool = sized(1, 0).name(name).build(FaultManager::new()).unwrap();
     let held = pool.get().unwrap();
     let err = pool.get_timeout(Duration::from_millis(30)).unwrap_err();
     assert!(err.is_timeout());
@@ -184,41 +173,54 @@ impl Manager for SecretManager {
     }
 }
 
-#[test]
-fn no_line_shows_a_password_and_every_line_names_its_pool() {
+/// A pool `name` over `manager`, whose connects fail: a checkout gives up
+/// after `wait` with an error that does not show the password, and the
+/// failures are logged.
+fn failing_pool<M: Manager>(name: &str, manager: M, wait: Duration) -> Pool<M> {
     log_capture::install();
-    let name = "log-secret";
-    let manager = SecretManager {
-        url: format!("postgres://app:{PASSWORD}@127.0.0.1:1/orders"),
-    };
     let pool = Pool::builder()
         .name(name)
         .backoff_initial(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(20))
         .build(manager)
         .unwrap();
-    let err = pool.get_timeout(Duration::from_millis(200)).unwrap_err();
+    let err = pool.get_timeout(wait).unwrap_err();
     assert!(!err.to_string().contains(PASSWORD), "{err}");
     eventually("connect failure lines", || {
         !connect_failure_lines(name).is_empty()
     });
+    pool
+}
+
+fn assert_no_password(lines: &[log_capture::Line]) {
+    for l in lines {
+        assert!(
+            !l.text.contains(PASSWORD),
+            "a password in a log line: {l:?}"
+        );
+    }
+}
+
+#[test]
+fn no_line_shows_a_password_and_every_line_names_its_pool() {
+    let manager = SecretManager {
+        url: format!("postgres://app:{PASSWORD}@127.0.0.1:1/orders"),
+    };
+    let pool = failing_pool("log-secret", manager, Duration::from_millis(200));
     assert!(!format!("{pool:?}").contains(PASSWORD));
     pool.close();
 
     // Lines of every kind, from a pool that does everything.
     let clock = Clock::manual();
     let db = FaultManager::new();
-    let busy = Pool::builder()
+    let busy = sized(1, 1)
         .name("log-busy")
-        .pool_size(1)
-        .max_overflow(1)
         .clock(clock.clone())
         .leak_threshold(Duration::from_millis(40))
         .ping_bypass(Duration::ZERO)
         .backoff_initial(Duration::from_millis(5))
         .backoff_max(Duration::from_millis(10))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     db.fail_next_connects(1);
     db.fail_next_inits(1);
     let a = busy.get().unwrap();
@@ -233,11 +235,8 @@ fn no_line_shows_a_password_and_every_line_names_its_pool() {
 
     let lines = log_capture::all();
     assert!(lines.len() >= 5, "{lines:#?}");
+    assert_no_password(&lines);
     for l in &lines {
-        assert!(
-            !l.text.contains(PASSWORD),
-            "a password in a log line: {l:?}"
-        );
         // The pool's own lines; an adapter (cistern::backends::*) does not
         // know which pool it serves.
         if l.target.starts_with("cistern") && !l.target.starts_with("cistern::backends") {
@@ -261,26 +260,9 @@ fn no_line_shows_a_password_and_every_line_names_its_pool() {
 /// neither its errors nor the pool's lines may show the URL's password.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn adapter_lines_hide_the_password<M: Manager>(name: &str, manager: M) {
-    log_capture::install();
-    let pool = Pool::builder()
-        .name(name)
-        .backoff_initial(Duration::from_millis(10))
-        .backoff_max(Duration::from_millis(20))
-        .build(manager)
-        .unwrap();
-    let err = pool.get_timeout(Duration::from_millis(300)).unwrap_err();
-    assert!(!err.to_string().contains(PASSWORD), "{err}");
-    eventually("connect failure lines", || {
-        !connect_failure_lines(name).is_empty()
-    });
+    let pool = failing_pool(name, manager, Duration::from_millis(300));
     pool.close();
-    let lines = log_capture::of_pool(name);
-    for l in &lines {
-        assert!(
-            !l.text.contains(PASSWORD),
-            "a password in a log line: {l:?}"
-        );
-    }
+    assert_no_password(&log_capture::of_pool(name));
     let health = pool.health();
     assert!(!health.summary().contains(PASSWORD), "{}", health.summary());
 }

@@ -4,40 +4,19 @@
 //! serves at full capacity, no slot is lost (the counters add up), and
 //! nothing deadlocks (every step runs under a watchdog).
 
+mod common;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once, mpsc};
 use std::time::Duration;
 
 use cistern::testing::{FaultConn, FaultError, FaultManager};
-use cistern::{CloseReason, EventHandler, Manager, Pool, Pooled};
-
-/// Keeps the scripted panics out of the test output (others print).
-fn quiet_scripted_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !msg.contains("scripted panic") {
-                default(info);
-            }
-        }));
-    });
-}
+use cistern::{CloseReason, Error, EventHandler, Manager, Pool, Pooled};
+use common::{BuildOn, assert_counters_add_up, quiet_scripted_panics, returns_within, sized};
 
 /// Runs `f` under a watchdog: a deadlock fails the test instead of hanging.
 fn no_deadlock<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("{what}: deadlocked or hung"))
+    returns_within(what, Duration::from_secs(20), f)
 }
 
 fn take(n: &AtomicUsize) -> bool {
@@ -118,9 +97,7 @@ fn setup(bypass: Duration) -> (Pool<Panicky>, FaultManager, Arc<Script>) {
     quiet_scripted_panics();
     let db = FaultManager::new();
     let script = Arc::new(Script::default());
-    let p = Pool::builder()
-        .pool_size(SIZE)
-        .max_overflow(OVERFLOW)
+    let p = sized(SIZE, OVERFLOW)
         .ping_bypass(bypass)
         .checkout_timeout(Duration::from_secs(10))
         .backoff_initial(Duration::from_millis(10))
@@ -151,22 +128,28 @@ fn still_serves_at_full_capacity<M: Manager>(p: &Pool<M>, db: &FaultManager) {
         drop(guards);
     });
     let s = p.stats();
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "a slot was lost: {s:?}"
-    );
+    assert_counters_add_up(&s);
     assert_eq!((s.in_use, s.waiting), (0, 0), "{s:?}");
     assert_eq!(db.live(), s.open, "{s:?}");
     p.check_invariants().unwrap();
+}
+
+/// A checkout under the watchdog: the id of the connection it got.
+fn get_id(p: &Pool<Panicky>) -> Result<u64, Error> {
+    let p2 = p.clone();
+    no_deadlock("get", move || p2.get().map(|g| g.inner.id()))
+}
+
+/// Returns `g` under the watchdog.
+fn give_back(g: Pooled<Panicky>) {
+    no_deadlock("return", move || drop(g));
 }
 
 #[test]
 fn panic_in_connect() {
     let (p, db, _) = setup(Duration::from_millis(500));
     db.panic_next_connects(3);
-    let p2 = p.clone();
-    let g = no_deadlock("get", move || p2.get().map(|g| g.inner.id()));
+    let g = get_id(&p);
     assert!(g.is_ok(), "{g:?}");
     assert_eq!(p.stats().connect_errors, 3);
     still_serves_at_full_capacity(&p, &db);
@@ -176,8 +159,7 @@ fn panic_in_connect() {
 fn panic_in_init() {
     let (p, db, script) = setup(Duration::from_millis(500));
     script.init.store(2, Ordering::SeqCst);
-    let p2 = p.clone();
-    assert!(no_deadlock("get", move || p2.get().is_ok()));
+    assert!(get_id(&p).is_ok());
     assert_eq!(p.stats().closed_by.failed_init, 2);
     still_serves_at_full_capacity(&p, &db);
 }
@@ -187,8 +169,7 @@ fn panic_in_ping() {
     let (p, db, _) = setup(Duration::ZERO);
     drop(p.get().unwrap());
     db.panic_next_pings(1);
-    let p2 = p.clone();
-    let id = no_deadlock("get", move || p2.get().map(|g| g.inner.id())).unwrap();
+    let id = get_id(&p).unwrap();
     assert_eq!(id, 2, "the connection whose ping panicked was closed");
     assert_eq!(p.stats().closed_by.failed_ping, 1);
     still_serves_at_full_capacity(&p, &db);
@@ -199,7 +180,7 @@ fn panic_in_is_broken_on_checkin() {
     let (p, db, _) = setup(Duration::from_millis(500));
     let g = p.get().unwrap();
     db.panic_next_is_broken(1);
-    no_deadlock("return", move || drop(g));
+    give_back(g);
     assert_eq!(p.stats().closed_by.broken, 1);
     still_serves_at_full_capacity(&p, &db);
 }
@@ -209,8 +190,7 @@ fn panic_in_is_broken_on_checkout() {
     let (p, db, _) = setup(Duration::from_secs(3600));
     drop(p.get().unwrap());
     db.panic_next_is_broken(1);
-    let p2 = p.clone();
-    let id = no_deadlock("get", move || p2.get().map(|g| g.inner.id())).unwrap();
+    let id = get_id(&p).unwrap();
     assert_eq!(id, 2);
     assert_eq!(p.stats().closed_by.broken, 1);
     still_serves_at_full_capacity(&p, &db);
@@ -221,8 +201,7 @@ fn panic_in_on_checkout() {
     let (p, db, script) = setup(Duration::from_millis(500));
     drop(p.get().unwrap());
     script.on_checkout.store(1, Ordering::SeqCst);
-    let p2 = p.clone();
-    let id = no_deadlock("get", move || p2.get().map(|g| g.inner.id())).unwrap();
+    let id = get_id(&p).unwrap();
     assert_eq!(id, 2);
     assert_eq!(p.stats().closed_by.broken, 1);
     still_serves_at_full_capacity(&p, &db);
@@ -233,7 +212,7 @@ fn panic_in_on_checkin() {
     let (p, db, script) = setup(Duration::from_millis(500));
     let g = p.get().unwrap();
     script.on_checkin.store(1, Ordering::SeqCst);
-    no_deadlock("return", move || drop(g));
+    give_back(g);
     assert_eq!(p.stats().closed_by.broken, 1);
     still_serves_at_full_capacity(&p, &db);
 }
@@ -244,7 +223,7 @@ fn panic_in_the_drivers_close() {
     let mut g = p.get().unwrap();
     script.close.store(1, Ordering::SeqCst);
     Pooled::mark_broken(&mut g);
-    no_deadlock("return", move || drop(g));
+    give_back(g);
     assert_eq!(p.stats().closed_by.broken, 1);
     still_serves_at_full_capacity(&p, &db);
 }
@@ -320,9 +299,7 @@ fn panics_in_every_event_handler_callback() {
     quiet_scripted_panics();
     let db = FaultManager::new();
     let calls = Arc::new(AtomicUsize::new(0));
-    let p = Pool::builder()
-        .pool_size(SIZE)
-        .max_overflow(OVERFLOW)
+    let p = sized(SIZE, OVERFLOW)
         .checkout_timeout(Duration::from_secs(10))
         .backoff_initial(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(20))
@@ -330,8 +307,7 @@ fn panics_in_every_event_handler_callback() {
         .event_handler(PanickingHandler {
             calls: Arc::clone(&calls),
         })
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let p2 = p.clone();
     let db2 = db.clone();
     no_deadlock("a full lifecycle", move || {

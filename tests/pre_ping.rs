@@ -5,40 +5,32 @@
 //! connection be pinged on its next checkout, and the checkout goes on
 //! within the same deadline. `retire_all` replaces every connection.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cistern::testing::FaultManager;
 use cistern::{Clock, Pool, Pooled};
+use common::{BuildOn, Gated, at_rest_with_db as at_rest, eventually, eventually_within, sized};
 
 const BYPASS: Duration = Duration::from_millis(500);
 
-fn pool(db: &FaultManager, clock: &Clock, size: usize) -> Pool<FaultManager> {
-    Pool::builder()
-        .pool_size(size)
-        .max_overflow(0)
+/// A pool of `size` (no overflow, a 10 s checkout timeout, pings bypassed
+/// for `BYPASS`) over a new fake database, on a manual clock.
+fn manual_pool(size: usize) -> (FaultManager, Clock, Pool<FaultManager>) {
+    let db = FaultManager::new();
+    let clock = Clock::manual();
+    let p = sized(size, 0)
         .ping_bypass(BYPASS)
         .checkout_timeout(Duration::from_secs(10))
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap()
-}
-
-fn at_rest<M: cistern::Manager>(p: &Pool<M>, db: &FaultManager) {
-    let s = p.stats();
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "{s:?}"
-    );
-    assert_eq!(db.live(), s.open);
-    p.check_invariants().unwrap();
+        .build_on(&db);
+    (db, clock, p)
 }
 
 #[test]
 fn connection_idle_past_the_bypass_window_is_pinged() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 1);
+    let (db, clock, p) = manual_pool(1);
     drop(p.get().unwrap());
     assert_eq!(db.pings(), 0, "a new connection is not pinged");
     clock.advance(BYPASS);
@@ -49,9 +41,7 @@ fn connection_idle_past_the_bypass_window_is_pinged() {
 
 #[test]
 fn connection_returned_inside_the_window_is_checked_without_a_ping() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 1);
+    let (db, clock, p) = manual_pool(1);
     drop(p.get().unwrap());
     clock.advance(BYPASS / 2);
     let before = db.is_broken_calls();
@@ -70,8 +60,7 @@ fn pre_ping_off_never_pings() {
     let p = Pool::builder()
         .pre_ping(false)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     drop(p.get().unwrap());
     clock.advance(Duration::from_secs(3600));
     drop(p.get().unwrap());
@@ -80,9 +69,7 @@ fn pre_ping_off_never_pings() {
 
 #[test]
 fn failed_ping_closes_the_connection_and_the_checkout_goes_on_with_another_idle_one() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 2);
+    let (db, clock, p) = manual_pool(2);
     let a = p.get().unwrap();
     let b = p.get().unwrap();
     let (ia, ib) = (a.id(), b.id());
@@ -104,9 +91,7 @@ fn failed_ping_closes_the_connection_and_the_checkout_goes_on_with_another_idle_
 
 #[test]
 fn failed_ping_of_the_last_idle_connection_opens_a_new_one() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 1);
+    let (db, clock, p) = manual_pool(1);
     drop(p.get().unwrap());
     clock.advance(Duration::from_secs(5));
     db.kill(1);
@@ -119,9 +104,7 @@ fn failed_ping_of_the_last_idle_connection_opens_a_new_one() {
 
 #[test]
 fn caller_never_receives_a_connection_that_failed_its_ping() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 4);
+    let (db, clock, p) = manual_pool(4);
     let guards: Vec<_> = (0..4).map(|_| p.get().unwrap()).collect();
     drop(guards);
     clock.advance(Duration::from_secs(5));
@@ -138,9 +121,7 @@ fn caller_never_receives_a_connection_that_failed_its_ping() {
 
 #[test]
 fn killed_connection_returned_moments_ago_is_never_handed_out() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 1);
+    let (db, _clock, p) = manual_pool(1);
     let g = p.get().unwrap();
     let id = g.id();
     drop(g);
@@ -158,9 +139,7 @@ fn killed_connection_returned_moments_ago_is_never_handed_out() {
 
 #[test]
 fn connection_killed_while_checked_out_is_closed_on_return() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 1);
+    let (db, _clock, p) = manual_pool(1);
     let g = p.get().unwrap();
     db.kill(g.id());
     drop(g);
@@ -171,9 +150,7 @@ fn connection_killed_while_checked_out_is_closed_on_return() {
 
 #[test]
 fn after_a_failed_ping_older_connections_are_pinged_inside_the_window() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 3);
+    let (db, clock, p) = manual_pool(3);
     // a and b stay checked out; x sits idle long enough to be pinged.
     let a = p.get().unwrap();
     let b = p.get().unwrap();
@@ -215,9 +192,7 @@ fn after_a_failed_ping_older_connections_are_pinged_inside_the_window() {
 
 #[test]
 fn failed_pings_keep_the_checkout_within_its_deadline() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 1);
+    let (db, clock, p) = manual_pool(1);
     drop(p.get().unwrap());
     clock.advance(Duration::from_secs(5));
     // Every ping fails and connects hang: the checkout must give up at its
@@ -237,9 +212,7 @@ fn failed_pings_keep_the_checkout_within_its_deadline() {
 
 #[test]
 fn retire_all_closes_idle_now_and_checked_out_on_return() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 3);
+    let (db, _clock, p) = manual_pool(3);
     let a = p.get().unwrap();
     let b = p.get().unwrap();
     let c = p.get().unwrap();
@@ -276,76 +249,34 @@ fn retire_all_replaces_min_idle_connections() {
         .pool_size(3)
         .min_idle(2)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while p.stats().idle < 2 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        .build_on(&db);
+    eventually("min_idle open", || p.stats().idle >= 2);
     p.retire_all();
-    while p.stats().idle < 2 || p.stats().closed_by.retired < 2 {
-        assert!(Instant::now() < deadline, "{:?}", p.stats());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("min_idle retired and replaced", || {
+        let s = p.stats();
+        s.idle >= 2 && s.closed_by.retired >= 2
+    });
     assert_eq!(p.stats().created, 4);
     at_rest(&p, &db);
 }
 
 #[test]
 fn connect_in_flight_during_retire_all_is_retired_too() {
-    use std::sync::{Arc, Condvar, Mutex};
-
-    /// Connect attempt 1 blocks until released.
-    #[derive(Clone)]
-    struct FirstBlocks {
-        db: FaultManager,
-        gate: Arc<(Mutex<(u64, bool)>, Condvar)>,
-    }
-    impl cistern::Manager for FirstBlocks {
-        type Connection = cistern::testing::FaultConn;
-        type Error = cistern::testing::FaultError;
-        fn connect(&self) -> Result<Self::Connection, Self::Error> {
-            let (lock, cv) = &*self.gate;
-            let mut st = lock.lock().unwrap();
-            st.0 += 1;
-            if st.0 == 1 {
-                while !st.1 {
-                    st = cv.wait(st).unwrap();
-                }
-            }
-            drop(st);
-            self.db.connect()
-        }
-        fn ping(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-            self.db.ping(conn)
-        }
-    }
-
     let db = FaultManager::new();
-    let m = FirstBlocks {
-        db: db.clone(),
-        gate: Arc::new((Mutex::new((0, false)), Condvar::new())),
-    };
+    // Connect attempt 1 blocks until the gate opens.
+    let m = Gated::new(&db, &[1]);
     let p = Pool::builder()
         .pool_size(2)
         .checkout_timeout(Duration::from_secs(10))
-        .build(m.clone())
-        .unwrap();
+        .build_on(&m);
     let p2 = p.clone();
     let waiter = std::thread::spawn(move || p2.get().map(|g| g.id()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.stats().connecting == 0 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    eventually_within("a connect in flight", Duration::from_secs(10), || {
+        p.stats().connecting > 0
+    });
     // Failover: the attempt in flight is connecting to the old server.
     p.retire_all();
-    {
-        let (lock, cv) = &*m.gate;
-        lock.lock().unwrap().1 = true;
-        cv.notify_all();
-    }
+    m.open();
     let id = waiter.join().unwrap().unwrap();
     assert_ne!(
         id, 1,

@@ -3,49 +3,33 @@
 //! limit is spread a little so a pool filled at once is not recycled at
 //! once.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{Clock, Pool};
+use common::{BuildOn, at_rest_with_db as at_rest, eventually, sized};
 
 const AGE: Duration = Duration::from_secs(60);
 
-fn pool(db: &FaultManager, clock: &Clock, size: usize, spread: f64) -> Pool<FaultManager> {
-    Pool::builder()
-        .pool_size(size)
-        .max_overflow(0)
+/// A pool of `size` (no overflow, recycled after `AGE` spread by `spread`,
+/// no leak reports) over a new fake database, on a manual clock.
+fn manual_pool(size: usize, spread: f64) -> (FaultManager, Clock, Pool<FaultManager>) {
+    let db = FaultManager::new();
+    let clock = Clock::manual();
+    let p = sized(size, 0)
         .recycle_after(AGE)
         .recycle_spread(spread)
         .leak_threshold(None)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap()
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn at_rest(p: &Pool<FaultManager>, db: &FaultManager) {
-    let s = p.stats();
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "{s:?}"
-    );
-    assert_eq!(db.live(), s.open);
-    p.check_invariants().unwrap();
+        .build_on(&db);
+    (db, clock, p)
 }
 
 #[test]
 fn over_age_connection_is_closed_when_returned() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 2, 0.0);
+    let (db, clock, p) = manual_pool(2, 0.0);
     let g = p.get().unwrap();
     clock.advance(AGE - Duration::from_secs(1));
     drop(g);
@@ -60,9 +44,7 @@ fn over_age_connection_is_closed_when_returned() {
 
 #[test]
 fn over_age_idle_connection_is_closed_by_the_background_thread() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 2, 0.0);
+    let (db, clock, p) = manual_pool(2, 0.0);
     drop(p.get().unwrap());
     clock.advance(AGE);
     eventually("idle connection recycled", || {
@@ -74,9 +56,7 @@ fn over_age_idle_connection_is_closed_by_the_background_thread() {
 
 #[test]
 fn over_age_idle_connection_is_never_handed_out() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 2, 0.0);
+    let (db, clock, p) = manual_pool(2, 0.0);
     drop(p.get().unwrap());
     clock.advance(AGE * 2);
     // Whether the background thread got to it first or the checkout finds
@@ -90,9 +70,7 @@ fn over_age_idle_connection_is_never_handed_out() {
 
 #[test]
 fn over_age_connection_is_never_closed_while_checked_out() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = pool(&db, &clock, 2, 0.0);
+    let (db, clock, p) = manual_pool(2, 0.0);
     let mut held = p.get().unwrap();
     let idle = p.get().unwrap();
     drop(idle);
@@ -123,8 +101,7 @@ fn recycled_min_idle_connections_are_replaced() {
         .recycle_after(AGE)
         .recycle_spread(0.0)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     eventually("min_idle open", || p.stats().idle == 2);
     clock.advance(AGE);
     eventually("replaced", || {
@@ -142,8 +119,7 @@ fn recycle_after_none_keeps_connections_forever() {
     let p = Pool::builder()
         .recycle_after(None)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let g = p.get().unwrap();
     clock.advance(Duration::from_secs(100 * 24 * 3600));
     drop(g);
@@ -158,14 +134,11 @@ fn age_limits_are_spread_so_connections_opened_together_recycle_apart() {
     let db = FaultManager::new();
     let clock = Clock::manual();
     let n = 20;
-    let p = Pool::builder()
-        .pool_size(n)
-        .max_overflow(0)
+    let p = sized(n, 0)
         .recycle_after(Duration::from_secs(1000))
         .leak_threshold(None)
         .clock(clock.clone())
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     assert_eq!(p.config().recycle_spread, 0.025);
     let guards: Vec<_> = (0..n).map(|_| p.get().unwrap()).collect();
     clock.advance(Duration::from_secs(974));

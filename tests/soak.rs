@@ -12,6 +12,8 @@
 //! the counters agree with what the workers saw, and once the pool is closed
 //! no connection is left alive.
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use cistern::testing::FaultManager;
 use cistern::{Pool, Pooled, Stats};
+use common::{Rng, assert_counters_add_up, calm, poll_until, quiet_scripted_panics, sized};
 
 const WORKERS: usize = 64;
 const POOL_SIZE: usize = 4;
@@ -34,36 +37,6 @@ fn soak_duration() -> Duration {
         .filter(|s| s.is_finite() && *s > 0.0)
         .unwrap_or(20.0);
     Duration::from_secs_f64(secs)
-}
-
-/// xorshift64*: a small reproducible generator per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `percent` %.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn millis(&mut self, max: u64) -> Duration {
-        Duration::from_micros(self.below(max * 1000 + 1))
-    }
 }
 
 /// What the workers saw, summed over all of them.
@@ -86,22 +59,6 @@ impl Seen {
             v.push(what);
         }
     }
-}
-
-fn quiet_scripted_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        if msg == SCRIPTED_PANIC || msg.starts_with("scripted panic in ") {
-            return;
-        }
-        default(info);
-    }));
 }
 
 fn worker(
@@ -250,20 +207,6 @@ fn chaos(pool: Pool<FaultManager>, db: FaultManager, stop: Arc<AtomicBool>, lull
     calm(&db);
 }
 
-/// Undoes every scripted fault.
-fn calm(db: &FaultManager) {
-    db.refuse_connects(false);
-    db.release();
-    db.connect_delay(Duration::ZERO);
-    db.fail_next_connects(0);
-    db.fail_next_pings(0);
-    db.fail_next_inits(0);
-    db.fail_next_checkins(0);
-    db.panic_next_connects(0);
-    db.panic_next_pings(0);
-    db.panic_next_is_broken(0);
-}
-
 /// Every counter only grows.
 fn went_backwards(a: &Stats, b: &Stats) -> Option<&'static str> {
     let pairs = [
@@ -310,18 +253,6 @@ fn monitor(pool: Pool<FaultManager>, stop: Arc<AtomicBool>, seen: Arc<Seen>) {
         last = s;
         thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// Polls `cond` until it holds; `Err` with `what` after a generous deadline.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
 }
 
 /// The pool and the database seen at one quiet moment.
@@ -391,10 +322,8 @@ fn sixty_four_threads_with_random_faults_lose_and_duplicate_nothing() {
     let watchdog_done = watchdog(run_for * 3 + Duration::from_secs(180), Arc::clone(&phase));
 
     let db = FaultManager::new();
-    let pool = Pool::builder()
+    let pool = sized(POOL_SIZE, MAX_OVERFLOW)
         .name("soak")
-        .pool_size(POOL_SIZE)
-        .max_overflow(MAX_OVERFLOW)
         .min_idle(2)
         .checkout_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_millis(200))
@@ -510,11 +439,7 @@ fn sixty_four_threads_with_random_faults_lose_and_duplicate_nothing() {
     assert!(s.open <= s.max_open(), "{s:#?}");
     assert!(pool.holders().is_empty(), "{:?}", pool.holders());
     pool.check_invariants().expect("invariants at rest");
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "created - closed - detached != open at rest: {s:#?}"
-    );
+    assert_counters_add_up(&s);
     assert_eq!(s.detached, detached, "detaches the workers made");
     // Every guard that was not detached came back once.
     assert_eq!(s.held.count, got - detached, "returns counted: {s:#?}");
@@ -561,13 +486,16 @@ fn sixty_four_threads_with_random_faults_lose_and_duplicate_nothing() {
 
     // Closing: every connection is closed, none is left alive anywhere.
     assert_eq!(pool.close_timeout(Duration::from_secs(10)), 0);
-    eventually("every connection to be dropped after close", || {
-        db.live() == 0
-    })
-    .unwrap_or_else(|e| panic!("{e}: {} alive; {:?}", db.live(), pool.stats()));
+    let all_dropped = poll_until(Duration::from_secs(30), || db.live() == 0);
+    assert!(
+        all_dropped,
+        "timed out waiting for every connection to be dropped after close: {} alive; {:?}",
+        db.live(),
+        pool.stats()
+    );
     let s = pool.stats();
     assert_eq!(s.open, 0, "{s:#?}");
-    assert_eq!(s.created - s.closed_by.total() - s.detached, 0, "{s:#?}");
+    assert_counters_add_up(&s);
     phase.store(4, Ordering::SeqCst);
     let _ = watchdog_done.send(());
 }

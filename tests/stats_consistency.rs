@@ -1,31 +1,21 @@
 //! Stats add up: `created - closed - detached == open`, counters never go
 //! backwards, and the wait histogram counts every checkout exactly once.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cistern::testing::FaultManager;
 use cistern::{CloseReason, Pool, Pooled, Stats};
-
-/// Polls `cond` until it holds or a generous deadline passes.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
+use common::{BuildOn, assert_counters_add_up, eventually, sized};
 
 /// The accounting identity and the histogram's shape, which hold in every
 /// snapshot (the pool updates the numbers involved under one lock).
 fn assert_adds_up(s: &Stats) {
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "created - closed - detached != open: {s:#?}"
-    );
+    assert_counters_add_up(s);
     assert_eq!(s.open, s.idle + s.in_use, "{s:#?}");
     let buckets = &s.wait.buckets;
     assert!(
@@ -86,22 +76,15 @@ fn assert_not_backwards(earlier: &Stats, later: &Stats) {
             y.1
         );
     }
-    assert!(
-        later.wait.sum >= earlier.wait.sum,
-        "wait sum went backwards"
-    );
-    assert!(
-        later.wait.max >= earlier.wait.max,
-        "wait max went backwards"
-    );
-    assert!(
-        later.held.sum >= earlier.held.sum,
-        "held sum went backwards"
-    );
-    assert!(
-        later.held.max >= earlier.held.max,
-        "held max went backwards"
-    );
+    let durations = [
+        ("wait sum", earlier.wait.sum, later.wait.sum),
+        ("wait max", earlier.wait.max, later.wait.max),
+        ("held sum", earlier.held.sum, later.held.sum),
+        ("held max", earlier.held.max, later.held.max),
+    ];
+    for (name, a, b) in durations {
+        assert!(b >= a, "{name} went backwards: {a:?} -> {b:?}");
+    }
 }
 
 fn at_rest(pool: &Pool<FaultManager>) -> Stats {
@@ -116,16 +99,13 @@ fn at_rest(pool: &Pool<FaultManager>) -> Stats {
 #[test]
 fn counters_add_up_at_rest_after_every_kind_of_close() {
     let db = FaultManager::new();
-    let pool = Pool::builder()
+    let pool = sized(2, 2)
         .name("consistency-mixed")
-        .pool_size(2)
-        .max_overflow(2)
         .ping_bypass(Duration::ZERO)
         .checkout_timeout(Duration::from_secs(10))
         .backoff_initial(Duration::from_millis(5))
         .backoff_max(Duration::from_millis(10))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
 
     // Overflow: four out, four back, two closed as excess.
     let guards: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
@@ -186,14 +166,11 @@ fn wait_histogram_counts_only_checkouts_that_were_handed_out() {
     // Every ping fails: a waiter is handed connection after connection, each
     // fails its ping, and the call finally times out without a checkout.
     let db = FaultManager::new();
-    let pool = Pool::builder()
+    let pool = sized(1, 0)
         .name("consistency-failing-pings")
-        .pool_size(1)
-        .max_overflow(0)
         .ping_bypass(Duration::ZERO)
         .checkout_timeout(Duration::from_millis(300))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let held = pool.get().unwrap();
     let before = pool.stats();
     db.pings_failing(true);
@@ -222,16 +199,13 @@ fn wait_histogram_counts_only_checkouts_that_were_handed_out() {
 fn counters_never_go_backwards_under_concurrent_load() {
     let db = FaultManager::new();
     db.connect_delay(Duration::from_millis(1));
-    let pool = Pool::builder()
+    let pool = sized(3, 2)
         .name("consistency-load")
-        .pool_size(3)
-        .max_overflow(2)
         .ping_bypass(Duration::ZERO)
         .checkout_timeout(Duration::from_millis(50))
         .backoff_initial(Duration::from_millis(1))
         .backoff_max(Duration::from_millis(5))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let stop = Arc::new(AtomicBool::new(false));
 
     let sampler = {

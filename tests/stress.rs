@@ -8,55 +8,24 @@
 //! into a failure), the counters are back at rest and add up, and the
 //! fake database holds exactly the connections the pool says are open.
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use cistern::testing::FaultManager;
 use cistern::{Pool, Pooled};
+use common::{
+    BuildOn, Rng, assert_counters_add_up, calm, poll_until, quiet_scripted_panics, sized,
+};
 
 const THREADS: usize = 32;
 const STEPS: usize = 250;
 const POOL_SIZE: usize = 4;
 const MAX_OVERFLOW: usize = 2;
 const MAX_OPEN: usize = POOL_SIZE + MAX_OVERFLOW;
-
-/// xorshift64*: a small deterministic generator per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn quiet_scripted_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !msg.contains("scripted panic") {
-                default(info);
-            }
-        }));
-    });
-}
 
 /// The first invariant violation seen by any thread.
 #[derive(Default)]
@@ -195,23 +164,15 @@ fn chaos(db: FaultManager, stop: Arc<AtomicBool>, seed: u64) {
         std::thread::sleep(Duration::from_millis(2 + rng.below(8)));
     }
     // Clear every pending fault.
-    db.fail_next_connects(0);
-    db.panic_next_connects(0);
-    db.fail_next_inits(0);
-    db.fail_next_pings(0);
-    db.panic_next_pings(0);
-    db.panic_next_is_broken(0);
-    db.fail_next_checkins(0);
+    calm(&db);
 }
 
 #[test]
 fn many_threads_random_operations_and_faults_keep_every_invariant() {
     quiet_scripted_panics();
     let db = FaultManager::new();
-    let p = Pool::builder()
+    let p = sized(POOL_SIZE, MAX_OVERFLOW)
         .name("stress")
-        .pool_size(POOL_SIZE)
-        .max_overflow(MAX_OVERFLOW)
         .min_idle(1)
         .idle_timeout(Duration::from_millis(100))
         .recycle_after(Duration::from_millis(300))
@@ -221,8 +182,8 @@ fn many_threads_random_operations_and_faults_keep_every_invariant() {
         .backoff_initial(Duration::from_millis(2))
         .backoff_max(Duration::from_millis(10))
         .leak_threshold(None)
-        .build(db.clone())
-        .unwrap();
+        .leak_backtraces(false)
+        .build_on(&db);
     let violations = Arc::new(Violations::default());
     let served = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -276,27 +237,19 @@ fn many_threads_random_operations_and_faults_keep_every_invariant() {
 
     // At rest: nothing in use, waiting or connecting; the counters add up;
     // the fake database holds exactly what the pool counts as open.
-    let rest_deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let settled = poll_until(Duration::from_secs(20), || {
         let s = p.stats();
-        let settled = s.in_use == 0 && s.waiting == 0 && s.connecting == 0 && db.live() == s.open;
-        if settled {
-            break;
-        }
-        assert!(
-            Instant::now() < rest_deadline,
-            "never settled: {s:?}, live {}",
-            db.live()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        s.in_use == 0 && s.waiting == 0 && s.connecting == 0 && db.live() == s.open
+    });
+    assert!(
+        settled,
+        "never settled: {:?}, live {}",
+        p.stats(),
+        db.live()
+    );
     let s = p.stats();
     println!("{s:#?}");
-    assert_eq!(
-        s.created - s.closed_by.total() - s.detached,
-        s.open as u64,
-        "counters do not add up: {s:?}"
-    );
+    assert_counters_add_up(&s);
     assert!(s.open <= MAX_OPEN);
     assert!(p.holders().is_empty());
     p.check_invariants().unwrap();

@@ -2,42 +2,19 @@
 //! kept; `WarmUp::Required` fails fast with `Error::Connect`,
 //! `WarmUp::Background` returns at once and keeps trying.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cistern::testing::{FaultConn, FaultError, FaultManager};
-use cistern::{Error, Manager, Pool, WarmUp};
-
-/// Polls `cond` until it holds or a generous deadline passes.
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Names of this process's threads (`/proc/self/task/*/comm`, at most 15
-/// bytes each).
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-                .map(|s| s.trim_end().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use cistern::{Builder, Error, Manager, Pool, WarmUp};
+use common::{BuildOn, connect_error, down_database, eventually, sized, threads_named};
 
 #[test]
 fn min_idle_connections_are_open_when_build_returns() {
     let db = FaultManager::new();
-    let p = Pool::builder()
-        .pool_size(5)
-        .min_idle(3)
-        .build(db.clone())
-        .unwrap();
+    let p = Pool::builder().pool_size(5).min_idle(3).build_on(&db);
     let s = p.stats();
     assert!(s.open >= 3, "{s:?}");
     assert_eq!(s.created, s.open as u64);
@@ -57,11 +34,7 @@ fn default_min_idle_opens_nothing() {
 #[test]
 fn min_idle_is_kept_after_connections_are_closed() {
     let db = FaultManager::new();
-    let p = Pool::builder()
-        .pool_size(4)
-        .min_idle(2)
-        .build(db.clone())
-        .unwrap();
+    let p = Pool::builder().pool_size(4).min_idle(2).build_on(&db);
     eventually("two idle", || p.stats().idle == 2);
     let mut a = p.get().unwrap();
     let mut b = p.get().unwrap();
@@ -75,8 +48,7 @@ fn min_idle_is_kept_after_connections_are_closed() {
 
 #[test]
 fn required_warm_up_fails_fast_with_connect_error() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
+    let db = down_database();
     let started = Instant::now();
     let err = Pool::builder()
         .name("wu-req")
@@ -87,18 +59,10 @@ fn required_warm_up_fails_fast_with_connect_error() {
         .backoff_max(Duration::from_secs(10))
         .build(db.clone())
         .unwrap_err();
-    match &err {
-        Error::Connect {
-            pool,
-            consecutive_failures,
-            source,
-        } => {
-            assert_eq!(pool, "wu-req");
-            assert!(*consecutive_failures >= 1);
-            assert!(source.to_string().contains("refused"), "{source}");
-        }
-        other => panic!("expected Error::Connect, got {other:?}"),
-    }
+    let (pool, consecutive_failures, source) = connect_error(&err);
+    assert_eq!(pool, "wu-req");
+    assert!(consecutive_failures >= 1);
+    assert!(source.contains("refused"), "{source}");
     let msg = err.to_string();
     assert!(
         msg.contains("wu-req") && msg.contains("database is down"),
@@ -109,7 +73,7 @@ fn required_warm_up_fails_fast_with_connect_error() {
     // Nothing stays behind: no connections, no background thread.
     assert_eq!(db.live(), 0);
     eventually("background thread stopped", || {
-        !thread_names().iter().any(|n| n == "cistern-wu-req")
+        threads_named("cistern-wu-req") == 0
     });
 }
 
@@ -138,10 +102,8 @@ impl Manager for DownAfter {
 #[test]
 fn required_warm_up_failing_midway_closes_what_it_opened() {
     let db = FaultManager::new();
-    let err = Pool::builder()
+    let err = sized(4, 0)
         .name("wu-mid")
-        .pool_size(4)
-        .max_overflow(0)
         .min_idle(3)
         .max_connecting(1)
         .backoff_initial(Duration::from_secs(5))
@@ -157,22 +119,25 @@ fn required_warm_up_failing_midway_closes_what_it_opened() {
     assert_eq!(db.connects_ok(), 2);
     eventually("the two opened connections closed", || db.live() == 0);
     eventually("background thread stopped", || {
-        !thread_names().iter().any(|n| n == "cistern-wu-mid")
+        threads_named("cistern-wu-mid") == 0
     });
+}
+
+/// `size` connections, `min_idle` of them opened in the background, and a
+/// quick backoff (20 to 40 ms).
+fn background_warm_up(size: usize, min_idle: usize) -> Builder<FaultManager> {
+    Pool::builder()
+        .pool_size(size)
+        .min_idle(min_idle)
+        .warm_up(WarmUp::Background)
+        .backoff_initial(Duration::from_millis(20))
+        .backoff_max(Duration::from_millis(40))
 }
 
 #[test]
 fn background_warm_up_returns_at_once_and_keeps_trying() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
-    let p = Pool::builder()
-        .pool_size(4)
-        .min_idle(2)
-        .warm_up(WarmUp::Background)
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
-        .build(db.clone())
-        .unwrap();
+    let db = down_database();
+    let p = background_warm_up(4, 2).build_on(&db);
     assert_eq!(p.stats().open, 0);
     eventually("several failed attempts", || db.connect_attempts() >= 3);
     let s = p.stats();
@@ -193,17 +158,10 @@ fn background_warm_up_returns_at_once_and_keeps_trying() {
 
 #[test]
 fn background_warm_up_serves_checkouts_once_the_database_is_up() {
-    let db = FaultManager::new();
-    db.refuse_connects(true);
-    let p = Pool::builder()
-        .pool_size(2)
-        .min_idle(1)
-        .warm_up(WarmUp::Background)
-        .backoff_initial(Duration::from_millis(20))
-        .backoff_max(Duration::from_millis(40))
+    let db = down_database();
+    let p = background_warm_up(2, 1)
         .checkout_timeout(Duration::from_millis(200))
-        .build(db.clone())
-        .unwrap();
+        .build_on(&db);
     let err = p.get().unwrap_err();
     assert!(err.is_timeout(), "{err}");
     db.refuse_connects(false);

@@ -1,12 +1,13 @@
 //! Shared by the benches (and the load tool): a per-thread latency
-//! histogram, a timed multi-thread driver, run settings from the environment,
-//! ratios of criterion estimates, and table formatting.
+//! histogram, a timed multi-thread driver, a no-op manager, run settings from
+//! the environment, ratios of criterion estimates, and table formatting.
 //!
 //! Every bench runs cistern, r2d2 and a floor in the same process, one after
 //! the other on the same machine state, so each figure is read as a ratio.
 
 #![allow(dead_code)] // each bench target uses part of it
 
+use std::convert::Infallible;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Barrier;
@@ -223,6 +224,81 @@ pub trait Checkout: Sync {
     fn checkout(&self) -> Self::Guard<'_>;
 }
 
+/// `get()` + drop, `n` times, on this thread.
+#[inline(always)]
+pub fn checkout_n<P: Checkout>(pool: &P, n: u64) {
+    for _ in 0..n {
+        drop(black_box(pool.checkout()));
+    }
+}
+
+/// Warm-up before a run of `duration`: `get()` + drop on `threads`
+/// threads for a quarter of it (300 ms at most), so that the threads are
+/// spawned and the caches and the pool's queues in steady state.
+pub fn warm_up<P: Checkout>(pool: &P, threads: usize, duration: Duration) {
+    checkout_loop(
+        pool,
+        threads,
+        (duration / 4).min(Duration::from_millis(300)),
+        false,
+    );
+}
+
+// ---- a no-op manager ---------------------------------------------------------
+
+/// A manager whose connections are numbers: connect, ping and the checks
+/// cost nothing, so only the pool is measured.
+pub struct Noop;
+
+impl cistern::Manager for Noop {
+    type Connection = u64;
+    type Error = Infallible;
+    fn connect(&self) -> Result<u64, Infallible> {
+        Ok(0)
+    }
+    fn ping(&self, _conn: &mut u64) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+impl Checkout for cistern::Pool<Noop> {
+    type Guard<'a> = cistern::Pooled<Noop>;
+    #[inline]
+    fn checkout(&self) -> cistern::Pooled<Noop> {
+        match self.get() {
+            Ok(c) => c,
+            Err(e) => fatal(&format!("cistern get() failed: {e}")),
+        }
+    }
+}
+
+/// A pool `name` of `conns` no-op connections, no overflow, all opened
+/// before `build` returns, with the settings `configure` adds.
+pub fn noop_pool(
+    name: &str,
+    conns: usize,
+    configure: impl FnOnce(cistern::Builder<Noop>) -> cistern::Builder<Noop>,
+) -> cistern::Pool<Noop> {
+    let builder = cistern::Pool::builder()
+        .name(name)
+        .pool_size(conns)
+        .max_overflow(0)
+        .min_idle(conns);
+    configure(builder)
+        .build(Noop)
+        .unwrap_or_else(|e| fatal(&format!("cistern pool {name} of {conns}: {e}")))
+}
+
+/// Prints `msg`, naming the bench, and exits with status 1.
+pub fn fatal(msg: &str) -> ! {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("a");
+    // Cargo names a bench binary `<bench>-<hash>`.
+    let bench = stem.rsplit_once('-').map_or(stem, |(name, _)| name);
+    eprintln!("{bench} bench: {msg}");
+    std::process::exit(1)
+}
+
 /// `get()` + drop in a loop on `threads` threads. When `timed`, each
 /// `get()` (not the drop) is timed into a per-thread histogram, merged into
 /// `Run::latency`; otherwise nothing but the loop runs.
@@ -334,6 +410,13 @@ pub fn redact(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+/// Criterion writing to [`criterion_dir`], configured from the command line.
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .output_directory(&criterion_dir())
+        .configure_from_args()
 }
 
 /// Where criterion writes its estimates (as criterion itself chooses it).
