@@ -73,7 +73,7 @@
 //! | `mysql` | no | `mysql::MysqlManager` |
 //! | `r2d2` | no | `r2d2::R2d2Manager`: any `r2d2::ManageConnection` |
 //! | `serde` | no | `Serialize` for stats, health and holders |
-//! | `testing` | no | fault-injecting manager and manual clock |
+//! | `testing` | no | `testing::FaultManager`, `testing::FaultProxy` (TCP fault proxy), manual clock |
 
 // Unsafe code is denied everywhere; the one exception is allowed on the
 // smallest item that needs it (the MySQL adapter borrowing its connection's
