@@ -7,7 +7,6 @@
 //! already idle (an overflow connection).
 
 use std::ops::{Deref, DerefMut};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,20 +160,11 @@ impl<M: Manager> Shared<M> {
         } else if marked_broken {
             Some(CloseReason::Broken)
         } else {
-            match catch_unwind(AssertUnwindSafe(|| {
+            let id = entry.meta.id;
+            let broken = self.contain("is_broken or on_checkin", id, || {
                 m.is_broken(&mut entry.conn) || m.on_checkin(&mut entry.conn).is_err()
-            })) {
-                Ok(false) => None,
-                Ok(true) => Some(CloseReason::Broken),
-                Err(_) => {
-                    log::error!(
-                        "pool '{}': Manager::is_broken or on_checkin panicked; connection {} closed",
-                        self.config.name,
-                        entry.meta.id
-                    );
-                    Some(CloseReason::Broken)
-                }
-            }
+            });
+            broken.unwrap_or(true).then_some(CloseReason::Broken)
         };
         if reason.is_none() && entry.meta.is_expired(now) {
             reason = Some(CloseReason::Recycled);

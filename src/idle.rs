@@ -255,10 +255,7 @@ impl<C> State<C> {
             Some(meta) => {
                 let id = meta.id;
                 let entry = Entry::new(conn, meta);
-                if let Some(extra) = self.place(cfg, entry, true) {
-                    self.forget(&extra.meta, CloseReason::Excess);
-                    closing.push((extra, CloseReason::Excess));
-                }
+                self.place(cfg, entry, true, closing);
                 Ok(id)
             }
             None => {
@@ -281,7 +278,8 @@ impl<C> State<C> {
         cfg: &Config,
         entry: Entry<C>,
         handoff_directly: bool,
-    ) -> Option<Entry<C>> {
+        closing: &mut Closing<C>,
+    ) {
         // Also hand over directly when the idle store is full: keeping the
         // connection is impossible, and closing it as excess while a waiter
         // queues would make that waiter wait for a new connect.
@@ -300,15 +298,16 @@ impl<C> State<C> {
                     self.woken = None;
                     self.wake_front();
                 }
-                return None;
+                return;
             }
         }
         if self.idle.len() >= cfg.pool_size {
-            return Some(entry);
+            self.forget(&entry.meta, CloseReason::Excess);
+            closing.push((entry, CloseReason::Excess));
+            return;
         }
         self.idle.push(entry);
         self.wake_front();
-        None
     }
 
     /// The locked part of a return: keeps the connection (to the oldest
@@ -331,10 +330,7 @@ impl<C> State<C> {
         });
         match reason {
             None => {
-                if let Some(extra) = self.place(cfg, entry, false) {
-                    self.forget(&extra.meta, CloseReason::Excess);
-                    closing.push((extra, CloseReason::Excess));
-                }
+                self.place(cfg, entry, false, closing);
             }
             Some(r) => {
                 self.forget(&entry.meta, r);

@@ -403,12 +403,11 @@ impl<M: Manager> Shared<M> {
     ) -> Result<Entry<M::Connection>, Error> {
         let cfg = &self.config;
         if !may_wait || timeout.is_zero() {
-            if !may_wait {
-                return Err(self.timeout_error(st, Duration::ZERO));
+            // try_get's miss is not a timeout: it never asked to wait.
+            if may_wait {
+                st.counters.timeouts += 1;
             }
-            st.counters.timeouts += 1;
-            let err = self.timeout_error(st, Duration::ZERO);
-            return Err(err);
+            return Err(self.timeout_error(st, Duration::ZERO));
         }
         // Only while the backoff delay runs: once it is over, this checkout
         // waits like any other and its demand starts the next attempt.
@@ -505,60 +504,39 @@ impl<M: Manager> Shared<M> {
         waited: Option<Duration>,
     ) -> Option<Entry<M::Connection>> {
         let m = &self.manager;
+        let id = entry.meta.id;
         let reason = if ping {
-            match catch_unwind(AssertUnwindSafe(|| m.ping(&mut entry.conn))) {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => {
+            match self.contain("ping", id, || m.ping(&mut entry.conn)) {
+                Some(Ok(())) => None,
+                Some(Err(e)) => {
                     log::info!(
-                        "pool '{}': connection {} failed its pre-ping ({e}); closing it and \
+                        "pool '{}': connection {id} failed its pre-ping ({e}); closing it and \
                          pinging every older connection on its next checkout",
                         self.config.name,
-                        entry.meta.id
                     );
                     Some(CloseReason::FailedPing)
                 }
-                Err(_) => {
-                    log::error!(
-                        "pool '{}': Manager::ping panicked; connection {} closed",
-                        self.config.name,
-                        entry.meta.id
-                    );
-                    Some(CloseReason::FailedPing)
-                }
+                None => Some(CloseReason::FailedPing),
             }
+        } else if self
+            .contain("is_broken", id, || m.is_broken(&mut entry.conn))
+            .unwrap_or(true)
+        {
+            Some(CloseReason::Broken)
         } else {
-            match catch_unwind(AssertUnwindSafe(|| m.is_broken(&mut entry.conn))) {
-                Ok(false) => None,
-                Ok(true) => Some(CloseReason::Broken),
-                Err(_) => {
-                    log::error!(
-                        "pool '{}': Manager::is_broken panicked; connection {} closed",
-                        self.config.name,
-                        entry.meta.id
-                    );
-                    Some(CloseReason::Broken)
-                }
-            }
+            None
         };
         let reason = reason.or_else(|| {
-            match catch_unwind(AssertUnwindSafe(|| m.on_checkout(&mut entry.conn))) {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => {
+            match self.contain("on_checkout", id, || m.on_checkout(&mut entry.conn)) {
+                Some(Ok(())) => None,
+                Some(Err(e)) => {
                     log::warn!(
-                        "pool '{}': Manager::on_checkout failed ({e}); connection {} closed",
+                        "pool '{}': Manager::on_checkout failed ({e}); connection {id} closed",
                         self.config.name,
-                        entry.meta.id
                     );
                     Some(CloseReason::Broken)
                 }
-                Err(_) => {
-                    log::error!(
-                        "pool '{}': Manager::on_checkout panicked; connection {} closed",
-                        self.config.name,
-                        entry.meta.id
-                    );
-                    Some(CloseReason::Broken)
-                }
+                None => Some(CloseReason::Broken),
             }
         });
         match reason {
@@ -591,6 +569,19 @@ impl<M: Manager> Shared<M> {
                 None
             }
         }
+    }
+
+    /// Runs a call into the manager, containing a panic: `None` (logged)
+    /// when it panicked. The caller then closes connection `conn_id`.
+    pub(crate) fn contain<T>(&self, what: &str, conn_id: u64, f: impl FnOnce() -> T) -> Option<T> {
+        let out = catch_unwind(AssertUnwindSafe(f)).ok();
+        if out.is_none() {
+            log::error!(
+                "pool '{}': Manager::{what} panicked; connection {conn_id} closed",
+                self.config.name
+            );
+        }
+        out
     }
 
     /// Closes connections (already accounted for) outside the lock and
