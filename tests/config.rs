@@ -98,19 +98,48 @@ fn zero_durations_that_cannot_work_are_rejected() {
 
 #[test]
 fn durations_too_long_for_a_deadline_are_rejected() {
-    let cases: Vec<(Builder<FaultManager>, &str)> = vec![
-        (b().checkout_timeout(CENTURY_PLUS), "checkout_timeout"),
-        (b().checkout_timeout(Duration::MAX), "checkout_timeout"),
-        (b().connect_timeout(Duration::MAX), "connect_timeout"),
-        (b().idle_timeout(Duration::MAX), "idle_timeout"),
-        (b().recycle_after(Duration::MAX), "recycle_after"),
-        (b().leak_threshold(Duration::MAX), "leak_threshold"),
-        (b().ping_bypass(Duration::MAX), "ping_bypass"),
-        (b().barging_window(Duration::MAX), "barging_window"),
-        (b().backoff_max(Duration::MAX), "backoff_max"),
+    let cases: Vec<(Builder<FaultManager>, &str, Duration)> = vec![
+        (
+            b().checkout_timeout(CENTURY_PLUS),
+            "checkout_timeout",
+            CENTURY_PLUS,
+        ),
+        (
+            b().checkout_timeout(Duration::MAX),
+            "checkout_timeout",
+            Duration::MAX,
+        ),
+        (
+            b().connect_timeout(Duration::MAX),
+            "connect_timeout",
+            Duration::MAX,
+        ),
+        (
+            b().idle_timeout(Duration::MAX),
+            "idle_timeout",
+            Duration::MAX,
+        ),
+        (
+            b().recycle_after(Duration::MAX),
+            "recycle_after",
+            Duration::MAX,
+        ),
+        (
+            b().leak_threshold(Duration::MAX),
+            "leak_threshold",
+            Duration::MAX,
+        ),
+        (b().ping_bypass(Duration::MAX), "ping_bypass", Duration::MAX),
+        (
+            b().barging_window(Duration::MAX),
+            "barging_window",
+            Duration::MAX,
+        ),
+        (b().backoff_max(Duration::MAX), "backoff_max", Duration::MAX),
     ];
-    for (builder, setting) in cases {
-        rejects(builder, setting, "", "at most 100 years");
+    for (builder, setting, value) in cases {
+        // The value is quoted as the duration's Debug text.
+        rejects(builder, setting, &format!("{value:?}"), "at most 100 years");
     }
 }
 
@@ -158,6 +187,15 @@ fn zero_max_connecting_is_rejected() {
 #[test]
 fn blank_name_is_rejected() {
     rejects(b().name(""), "name", "", "non-empty");
+    let msg = b()
+        .name("")
+        .build(FaultManager::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("name = \"\""),
+        "the empty value is quoted: {msg}"
+    );
     rejects(b().name("   "), "name", "   ", "non-empty");
 }
 

@@ -330,7 +330,11 @@ fn no_attempts_without_demand() {
         .backoff_initial(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(10))
         .build_on(&db);
-    assert!(p.get_timeout(Duration::from_millis(100)).is_err());
+    assert!(
+        p.get_timeout(Duration::from_millis(100))
+            .unwrap_err()
+            .is_timeout()
+    );
     eventually("no connect in flight", || p.stats().connecting == 0);
     let before = db.connect_attempts();
     // Twenty backoff periods with nobody asking.
@@ -451,7 +455,11 @@ fn a_hung_attempt_that_fails_late_is_counted_once() {
         .backoff_initial(Duration::from_millis(50))
         .backoff_max(Duration::from_millis(50))
         .build_on(&db);
-    assert!(p.get_timeout(Duration::from_millis(500)).is_err());
+    assert!(
+        p.get_timeout(Duration::from_millis(500))
+            .unwrap_err()
+            .is_timeout()
+    );
     // Every hung attempt has come back (each returns after 300 ms; no new
     // one starts once the waiter is gone).
     std::thread::sleep(Duration::from_millis(1000));

@@ -341,7 +341,11 @@ fn every_event(pool: &Pool<FaultManager>, db: &FaultManager, clock: &Clock) {
     db.fail_next_connects(1);
     let a = pool.get().unwrap();
     let b = pool.get().unwrap();
-    assert!(pool.get_timeout(Duration::from_millis(20)).is_err());
+    assert!(
+        pool.get_timeout(Duration::from_millis(20))
+            .unwrap_err()
+            .is_timeout()
+    );
     let waiter = {
         let pool = pool.clone();
         thread::spawn(move || pool.get().map(drop))

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use cistern::testing::FaultManager;
-use cistern::{Clock, Pool, Pooled};
+use cistern::{Clock, Pooled};
 use common::{BuildOn, at_rest, pool, sized, wait_for_waiters};
 
 #[test]
@@ -185,20 +185,4 @@ fn held_starts_when_the_connection_is_handed_out_not_when_waiting_began() {
     assert_eq!(holders[0].held, Duration::ZERO, "{:?}", holders[0]);
     done_tx.send(()).unwrap();
     waiter.join().unwrap();
-}
-
-#[test]
-fn over_age_connection_is_closed_on_return() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = Pool::builder()
-        .recycle_after(Duration::from_secs(60))
-        .recycle_spread(0.0)
-        .clock(clock.clone())
-        .build_on(&db);
-    let g = p.get().unwrap();
-    clock.advance(Duration::from_secs(61));
-    drop(g);
-    let s = p.stats();
-    assert_eq!((s.open, s.closed_by.recycled), (0, 1));
 }

@@ -131,7 +131,11 @@ fn an_idle_connection_keeps_the_pool_up_while_connects_fail() {
     db.refuse_connects(true);
     // One idle, one held: a third checkout needs a connect that fails.
     let b = pool.get().unwrap();
-    assert!(pool.get_timeout(Duration::from_millis(50)).is_err());
+    assert!(
+        pool.get_timeout(Duration::from_millis(50))
+            .unwrap_err()
+            .is_timeout()
+    );
     a_connect_failed(&pool);
     assert_eq!(pool.health().status, HealthStatus::Down, "nothing idle");
     drop(b);
@@ -263,11 +267,12 @@ fn broken_and_panicked_connections_are_explained() {
     Pooled::mark_broken(&mut conn);
     drop(conn);
     let p = pool.clone();
-    let _ = thread::spawn(move || {
+    let handler = thread::spawn(move || {
         let _conn = p.get().unwrap();
         panic!("request handler failed (expected by the test)");
-    })
-    .join();
+    });
+    assert!(handler.join().is_err(), "the handler panicked");
+    assert_eq!(pool.stats().closed_by.panicked, 1);
     let h = pool.health();
     assert!(message(&h, "broken").starts_with("1 connection was found broken"));
     assert!(message(&h, "panicked").starts_with("1 connection was closed"));

@@ -225,7 +225,11 @@ fn no_line_shows_a_password_and_every_line_names_its_pool() {
     db.fail_next_inits(1);
     let a = busy.get().unwrap();
     let b = busy.get().unwrap();
-    assert!(busy.get_timeout(Duration::from_millis(10)).is_err());
+    assert!(
+        busy.get_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .is_timeout()
+    );
     clock.advance(Duration::from_secs(60));
     eventually("a leak report", || busy.stats().leaks_reported >= 2);
     drop((a, b));

@@ -93,7 +93,11 @@ fn is_valid_is_the_pre_ping() {
     assert_eq!(pool.get().unwrap().serial, first);
     assert!(m.validations.load(Ordering::SeqCst) >= 1);
     m.invalid.store(true, Ordering::SeqCst);
-    let _ = pool.get_timeout(Duration::from_millis(100));
+    // The invalid connection is never handed out: a new one is, or none.
+    match pool.get_timeout(Duration::from_millis(100)) {
+        Ok(g) => assert_ne!(g.serial, first),
+        Err(e) => assert!(e.is_timeout(), "{e}"),
+    }
     assert!(
         pool.stats().closed_by.failed_ping >= 1,
         "{:?}",

@@ -69,16 +69,19 @@ fn idle_timeout_closes_idle_above_min_idle() {
     let guards: Vec<_> = (0..3).map(|_| p.get().unwrap()).collect();
     // min_idle counts idle connections: with all three checked out the
     // pool opens a fourth in the background to keep one idle.
-    poll_until(Duration::from_secs(20), || {
-        let s = p.stats();
-        s.idle == 1 && s.connecting == 0
-    });
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            let s = p.stats();
+            s.idle == 1 && s.connecting == 0
+        }),
+        "the pool opened a connection to keep min_idle idle"
+    );
     drop(guards);
     assert_eq!(p.stats().idle, 4);
     clock.advance(Duration::from_secs(61));
     // The maintenance thread runs every 1 s at most (a quarter of the
     // shortest rule, capped); wait for it without asserting on time.
-    poll_until(Duration::from_secs(20), || p.stats().idle <= 1);
+    assert!(poll_until(Duration::from_secs(20), || p.stats().idle <= 1));
     let s = p.stats();
     assert_eq!(s.idle, 1, "idle connections above min_idle were closed");
     assert_eq!(s.closed_by.idle_timeout, 3);
@@ -157,7 +160,11 @@ fn without_idle_timeout_up_to_pool_size_stay_idle() {
     let b = p.get().unwrap();
     drop((old, a, b));
     clock.advance(Duration::from_secs(60));
-    poll_until(Duration::from_secs(20), || p.stats().closed_by.recycled > 0);
+    assert!(poll_until(Duration::from_secs(20), || p
+        .stats()
+        .closed_by
+        .recycled
+        > 0));
     let s = p.stats();
     assert_eq!(
         s.closed_by.recycled, 1,
@@ -181,9 +188,9 @@ fn idle_timeout_never_closes_a_checked_out_connection() {
     let idle = p.get().unwrap();
     drop(idle);
     clock.advance(Duration::from_secs(30));
-    poll_until(Duration::from_secs(20), || {
+    assert!(poll_until(Duration::from_secs(20), || {
         p.stats().closed_by.idle_timeout > 0
-    });
+    }));
     let s = p.stats();
     assert_eq!(s.closed_by.idle_timeout, 1);
     assert_eq!((s.open, s.in_use, s.idle), (1, 1, 0));
