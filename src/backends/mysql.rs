@@ -42,7 +42,6 @@
 
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use mysql;
@@ -50,17 +49,15 @@ use mysql::prelude::Queryable;
 pub use mysql::{Conn, Opts, OptsBuilder, SslOpts};
 use rustix::net::sockopt::{Timeout, set_socket_timeout};
 
-use crate::backends::peek::{self, Peek};
+use crate::backends::init::Init;
+use crate::backends::net_defaults;
+use crate::backends::peek;
 use crate::backends::redact;
 
-type InitFn = dyn Fn(&mut Conn) -> mysql::Result<()> + Send + Sync;
-
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_KEEPALIVE_IDLE_MS: u32 = 30_000;
-const DEFAULT_KEEPALIVE_INTERVAL_SECS: u32 = 10;
-const DEFAULT_KEEPALIVE_RETRIES: u32 = 3;
-const DEFAULT_TCP_USER_TIMEOUT_MS: u32 = 30_000;
+// The mysql crate takes these in u32 milliseconds or seconds.
+const DEFAULT_KEEPALIVE_IDLE_MS: u32 = net_defaults::KEEPALIVE_IDLE.as_millis() as u32;
+const DEFAULT_KEEPALIVE_INTERVAL_SECS: u32 = net_defaults::KEEPALIVE_INTERVAL.as_secs() as u32;
+const DEFAULT_TCP_USER_TIMEOUT_MS: u32 = net_defaults::TCP_USER_TIMEOUT.as_millis() as u32;
 
 /// A [`Manager`](crate::Manager) for MySQL and MariaDB over `mysql::Conn`.
 ///
@@ -71,8 +68,7 @@ pub struct MysqlManager {
     connect_timeout: Duration,
     ping_timeout: Duration,
     reset_on_return: bool,
-    init_sql: Vec<String>,
-    init_fn: Option<Arc<InitFn>>,
+    init: Init<Conn, mysql::Error>,
 }
 
 impl MysqlManager {
@@ -106,7 +102,7 @@ impl MysqlManager {
                     b = b.tcp_keepalive_probe_interval_secs(Some(DEFAULT_KEEPALIVE_INTERVAL_SECS));
                 }
                 if opts.get_tcp_keepalive_probe_count().is_none() {
-                    b = b.tcp_keepalive_probe_count(Some(DEFAULT_KEEPALIVE_RETRIES));
+                    b = b.tcp_keepalive_probe_count(Some(net_defaults::KEEPALIVE_RETRIES));
                 }
             }
         }
@@ -117,12 +113,11 @@ impl MysqlManager {
         MysqlManager {
             connect_timeout: opts
                 .get_tcp_connect_timeout()
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                .unwrap_or(net_defaults::CONNECT_TIMEOUT),
             opts: b.into(),
-            ping_timeout: DEFAULT_PING_TIMEOUT,
+            ping_timeout: net_defaults::PING_TIMEOUT,
             reset_on_return: false,
-            init_sql: Vec::new(),
-            init_fn: None,
+            init: Init::new(),
         }
     }
 
@@ -201,7 +196,7 @@ impl MysqlManager {
     /// max_execution_time = 30000`). An error fails that connect (counted
     /// as `failed_init`).
     pub fn init_sql(mut self, sql: &str) -> Self {
-        self.init_sql.push(sql.to_owned());
+        self.init.push_sql(sql);
         self
     }
 
@@ -211,18 +206,21 @@ impl MysqlManager {
         mut self,
         f: impl Fn(&mut Conn) -> mysql::Result<()> + Send + Sync + 'static,
     ) -> Self {
-        self.init_fn = Some(Arc::new(f));
+        self.init.set_fn(f);
         self
     }
 
     fn run_init(&self, conn: &mut Conn) -> mysql::Result<()> {
-        for sql in &self.init_sql {
-            conn.query_drop(sql)?;
-        }
-        if let Some(f) = &self.init_fn {
-            f(conn)?;
-        }
-        Ok(())
+        self.init.run(conn, |c, sql| c.query_drop(sql))
+    }
+
+    /// Puts the options' own read and write timeouts back on the socket.
+    fn restore_timeouts(&self, conn: &Conn) -> mysql::Result<()> {
+        set_timeouts(
+            conn,
+            self.opts.get_read_timeout().copied(),
+            self.opts.get_write_timeout().copied(),
+        )
     }
 
     /// Runs `f` with the socket's read and write timeouts set to
@@ -234,11 +232,7 @@ impl MysqlManager {
     ) -> mysql::Result<R> {
         set_timeouts(conn, Some(self.ping_timeout), Some(self.ping_timeout))?;
         let result = f(conn);
-        let restored = set_timeouts(
-            conn,
-            self.opts.get_read_timeout().copied(),
-            self.opts.get_write_timeout().copied(),
-        );
+        let restored = self.restore_timeouts(conn);
         let value = result?;
         restored?;
         Ok(value)
@@ -260,8 +254,7 @@ impl fmt::Debug for MysqlManager {
             .field("read_timeout", &o.get_read_timeout())
             .field("ping_timeout", &self.ping_timeout)
             .field("reset_on_return", &self.reset_on_return)
-            .field("init_sql", &self.init_sql.len())
-            .field("init_fn", &self.init_fn.is_some())
+            .field("init", &self.init)
             .finish_non_exhaustive()
     }
 }
@@ -302,7 +295,7 @@ impl crate::Manager for MysqlManager {
         let conn = Conn::new(b)?;
         // The handshake is done: back to the options' own timeouts (none),
         // so long queries are not cut at connect_timeout.
-        set_timeouts(&conn, read.copied(), write.copied())?;
+        self.restore_timeouts(&conn)?;
         Ok(conn)
     }
 
@@ -315,11 +308,7 @@ impl crate::Manager for MysqlManager {
     }
 
     fn is_broken(&self, conn: &mut Conn) -> bool {
-        match peek::peek(socket(conn)) {
-            Peek::Quiet => false,
-            Peek::Closed => true,
-            Peek::Unread => self.ping(conn).is_err(),
-        }
+        peek::peek(socket(conn)).is_broken(|| self.ping(conn).is_err())
     }
 
     fn on_checkin(&self, conn: &mut Conn) -> mysql::Result<()> {

@@ -24,6 +24,19 @@ pub(crate) enum Peek {
     Closed,
 }
 
+impl Peek {
+    /// The answer for `Manager::is_broken`: a closed socket is broken, a
+    /// quiet one is not, and unread bytes leave it to a round trip
+    /// (`ping_fails`).
+    pub(crate) fn is_broken(self, ping_fails: impl FnOnce() -> bool) -> bool {
+        match self {
+            Peek::Quiet => false,
+            Peek::Closed => true,
+            Peek::Unread => ping_fails(),
+        }
+    }
+}
+
 /// Looks at the socket without reading from it and without waiting.
 pub(crate) fn peek(fd: impl AsFd) -> Peek {
     let mut byte = [0u8; 1];
@@ -37,13 +50,6 @@ pub(crate) fn peek(fd: impl AsFd) -> Peek {
             Err(_) => Peek::Closed,
         };
     }
-}
-
-/// Shuts the socket down both ways (every descriptor of it sees end of
-/// file at once); errors are ignored (it may be gone already).
-#[cfg(feature = "postgres")]
-pub(crate) fn shutdown(fd: impl AsFd) {
-    let _ = rustix::net::shutdown(fd.as_fd(), rustix::net::Shutdown::Both);
 }
 
 #[cfg(test)]

@@ -50,7 +50,6 @@ mod socket;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -61,18 +60,13 @@ use postgres::tls::{MakeTlsConnect, TlsConnect};
 pub use postgres::{Client, Config, NoTls};
 use postgres::{Error, Socket};
 
+use crate::backends::net_defaults;
+
 use self::socket::{Expected, SocketProbe};
+use crate::backends::init::Init;
 use crate::backends::peek::Peek;
 use crate::backends::redact;
 
-type InitFn = dyn Fn(&mut Client) -> Result<(), Error> + Send + Sync;
-
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const DEFAULT_KEEPALIVE_RETRIES: u32 = 3;
-const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// tokio-postgres's own keepalive idle default: "not set by the user".
 const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 /// Longest wait for another connect of this manager to finish before
@@ -109,8 +103,7 @@ pub struct PostgresManager<T = NoTls> {
     tls: T,
     ping_timeout: Duration,
     reset: Option<Reset>,
-    init_sql: Vec<String>,
-    init_fn: Option<Arc<InitFn>>,
+    init: Init<Client, Error>,
     socket_probe: bool,
     /// Held by a connect while it tells its new socket from others'. Taken
     /// for every connect once two connects could not be told apart (and
@@ -174,29 +167,28 @@ impl PostgresManager<NoTls> {
     pub fn from_config(config: Config) -> PostgresManager<NoTls> {
         let mut config = config;
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+            config.connect_timeout(net_defaults::CONNECT_TIMEOUT);
         }
         if config.get_keepalives() {
             if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
-                config.keepalives_idle(DEFAULT_KEEPALIVE_IDLE);
+                config.keepalives_idle(net_defaults::KEEPALIVE_IDLE);
             }
             if config.get_keepalives_interval().is_none() {
-                config.keepalives_interval(DEFAULT_KEEPALIVE_INTERVAL);
+                config.keepalives_interval(net_defaults::KEEPALIVE_INTERVAL);
             }
             if config.get_keepalives_retries().is_none() {
-                config.keepalives_retries(DEFAULT_KEEPALIVE_RETRIES);
+                config.keepalives_retries(net_defaults::KEEPALIVE_RETRIES);
             }
         }
         if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
+            config.tcp_user_timeout(net_defaults::TCP_USER_TIMEOUT);
         }
         PostgresManager {
             config,
             tls: NoTls,
-            ping_timeout: DEFAULT_PING_TIMEOUT,
+            ping_timeout: net_defaults::PING_TIMEOUT,
             reset: None,
-            init_sql: Vec::new(),
-            init_fn: None,
+            init: Init::new(),
             socket_probe: true,
             probe_turn: parking_lot::Mutex::new(()),
             serialize_probes: AtomicBool::new(false),
@@ -213,8 +205,7 @@ impl<T> PostgresManager<T> {
             tls,
             ping_timeout: self.ping_timeout,
             reset: self.reset,
-            init_sql: self.init_sql,
-            init_fn: self.init_fn,
+            init: self.init,
             socket_probe: self.socket_probe,
             probe_turn: self.probe_turn,
             serialize_probes: self.serialize_probes,
@@ -279,7 +270,7 @@ impl<T> PostgresManager<T> {
     /// '30s'`); several statements may be separated by `;`. An error fails
     /// that connect (counted as `failed_init`).
     pub fn init_sql(mut self, sql: &str) -> Self {
-        self.init_sql.push(sql.to_owned());
+        self.init.push_sql(sql);
         self
     }
 
@@ -289,7 +280,7 @@ impl<T> PostgresManager<T> {
         mut self,
         f: impl Fn(&mut Client) -> Result<(), Error> + Send + Sync + 'static,
     ) -> Self {
-        self.init_fn = Some(Arc::new(f));
+        self.init.set_fn(f);
         self
     }
 
@@ -337,13 +328,7 @@ impl<T> PostgresManager<T> {
     }
 
     fn run_init(&self, client: &mut Client) -> Result<(), Error> {
-        for sql in &self.init_sql {
-            client.batch_execute(sql)?;
-        }
-        if let Some(f) = &self.init_fn {
-            f(client)?;
-        }
-        Ok(())
+        self.init.run(client, |c, sql| c.batch_execute(sql))
     }
 
     fn reset(&self, client: &mut Client) -> Result<(), Error> {
@@ -397,8 +382,7 @@ impl<T> fmt::Debug for PostgresManager<T> {
             .field("tcp_user_timeout", &c.get_tcp_user_timeout())
             .field("ping_timeout", &self.ping_timeout)
             .field("reset_on_return", &self.reset)
-            .field("init_sql", &self.init_sql.len())
-            .field("init_fn", &self.init_fn.is_some())
+            .field("init", &self.init)
             .field("socket_probe", &self.socket_probe)
             .finish_non_exhaustive()
     }
@@ -580,14 +564,11 @@ where
         let Some(socket) = &conn.socket else {
             return false;
         };
-        match socket.peek() {
-            Peek::Quiet => false,
-            Peek::Closed => {
-                conn.doomed = true;
-                true
-            }
-            Peek::Unread => self.ping(conn).is_err(),
-        }
+        let seen = socket.peek();
+        // A closed socket is doomed (shut down before the client's drop
+        // waits on it); a failed ping dooms it in `ping`.
+        conn.doomed |= seen == Peek::Closed;
+        seen.is_broken(|| self.ping(conn).is_err())
     }
 
     fn on_checkin(&self, conn: &mut PostgresConnection) -> Result<(), Error> {
@@ -633,12 +614,15 @@ mod tests {
         let m = PostgresManager::new("postgres://u@h/db").unwrap();
         assert_eq!(
             m.config().get_connect_timeout(),
-            Some(&DEFAULT_CONNECT_TIMEOUT)
+            Some(&net_defaults::CONNECT_TIMEOUT)
         );
-        assert_eq!(m.config().get_keepalives_idle(), DEFAULT_KEEPALIVE_IDLE);
+        assert_eq!(
+            m.config().get_keepalives_idle(),
+            net_defaults::KEEPALIVE_IDLE
+        );
         assert_eq!(
             m.config().get_tcp_user_timeout(),
-            Some(&DEFAULT_TCP_USER_TIMEOUT)
+            Some(&net_defaults::TCP_USER_TIMEOUT)
         );
         let m = PostgresManager::new("host=h user=u connect_timeout=3 keepalives_idle=60").unwrap();
         assert_eq!(

@@ -16,13 +16,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use rusqlite;
 use rusqlite::{Connection, OpenFlags};
 
-type InitFn = dyn Fn(&mut Connection) -> rusqlite::Result<()> + Send + Sync;
+use crate::backends::init::Init;
 
 /// A [`Manager`](crate::Manager) for SQLite files or shared in-memory
 /// databases.
@@ -37,8 +36,7 @@ pub struct SqliteManager {
     target: Target,
     flags: OpenFlags,
     pragmas: Vec<(String, String)>,
-    init_sql: Vec<String>,
-    init_fn: Option<Arc<InitFn>>,
+    init: Init<Connection, rusqlite::Error>,
 }
 
 #[derive(Clone, Debug)]
@@ -52,8 +50,7 @@ impl fmt::Debug for SqliteManager {
         f.debug_struct("SqliteManager")
             .field("target", &self.target)
             .field("pragmas", &self.pragmas)
-            .field("init_sql", &self.init_sql.len())
-            .field("init_fn", &self.init_fn.is_some())
+            .field("init", &self.init)
             .finish()
     }
 }
@@ -73,8 +70,7 @@ impl SqliteManager {
             target,
             flags: OpenFlags::default(),
             pragmas,
-            init_sql: Vec::new(),
-            init_fn: None,
+            init: Init::new(),
         }
     }
 
@@ -111,7 +107,7 @@ impl SqliteManager {
 
     /// SQL run on every new connection after the pragmas.
     pub fn init_sql(mut self, sql: &str) -> SqliteManager {
-        self.init_sql.push(sql.to_owned());
+        self.init.push_sql(sql);
         self
     }
 
@@ -120,7 +116,7 @@ impl SqliteManager {
         mut self,
         f: impl Fn(&mut Connection) -> rusqlite::Result<()> + Send + Sync + 'static,
     ) -> SqliteManager {
-        self.init_fn = Some(Arc::new(f));
+        self.init.set_fn(f);
         self
     }
 }
@@ -158,13 +154,7 @@ impl crate::Manager for SqliteManager {
                     })?;
             }
         }
-        for sql in &self.init_sql {
-            conn.execute_batch(sql)?;
-        }
-        if let Some(f) = &self.init_fn {
-            f(conn)?;
-        }
-        Ok(())
+        self.init.run(conn, |c, sql| c.execute_batch(sql))
     }
 
     fn ping(&self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
