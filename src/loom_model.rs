@@ -22,7 +22,7 @@ use loom::thread;
 use crate::clock::Tick;
 use crate::config::{Builder, Config};
 use crate::entry::Entry;
-use crate::idle::{Closing, Poll, State};
+use crate::idle::{Closing, Poll, State, Waiter};
 use crate::sync::Mutex;
 
 type Shared = Arc<Mutex<State<u32>>>;
@@ -77,10 +77,15 @@ fn checkout_waiting(st: &Shared, cfg: &Config) -> Result<Entry<u32>, ()> {
 /// A waiter that queues, lets the others run, then looks once and gives up
 /// if nothing came: a timeout at an arbitrary moment.
 fn checkout_then_time_out(st: &Shared) -> Option<Entry<u32>> {
-    let mut closing: Closing<u32> = Vec::new();
     let me = st.lock().enqueue(Instant::now());
+    look_once_then_give_up(st, &me)
+}
+
+/// A queued waiter looks once; if nothing came, it gives up (its deadline).
+fn look_once_then_give_up(st: &Shared, me: &Waiter<u32>) -> Option<Entry<u32>> {
+    let mut closing: Closing<u32> = Vec::new();
     let mut g = st.lock();
-    match g.poll_waiter(&me, Tick(2), &mut closing) {
+    match g.poll_waiter(me, Tick(2), &mut closing) {
         Poll::Ready(e) => Some(e),
         Poll::Closed => None,
         Poll::Pending => {
@@ -212,18 +217,8 @@ fn loom_connect_finishing_after_its_waiter_gave_up_is_kept() {
                 assert!(closing.is_empty());
             })
         };
-        let got = {
-            let mut closing = Vec::new();
-            let mut g = st.lock();
-            match g.poll_waiter(&me, Tick(2), &mut closing) {
-                Poll::Ready(e) => Some(e),
-                Poll::Closed => panic!("not closed"),
-                Poll::Pending => {
-                    g.cancel_waiter(me.id);
-                    None
-                }
-            }
-        };
+        let got = look_once_then_give_up(&st, &me);
+        assert!(!st.lock().closed);
         connector.join().unwrap();
         let g = st.lock();
         assert_eq!((g.open, g.opening), (1, 0));
