@@ -101,6 +101,20 @@ fn check_in(st: &Shared, cfg: &Config, entry: Entry<u32>) -> Closing<u32> {
     closing
 }
 
+/// A pool of one connection, checked out, that another thread returns.
+fn one_connection_being_returned(
+    window: Duration,
+) -> (Arc<Config>, Shared, thread::JoinHandle<()>) {
+    let cfg = config(window);
+    let st: Shared = Arc::new(Mutex::new(State::new(1)));
+    let entry = checked_out(&st, &cfg);
+    let returner = {
+        let (st, cfg) = (Arc::clone(&st), Arc::clone(&cfg));
+        thread::spawn(move || assert!(check_in(&st, &cfg, entry).is_empty()))
+    };
+    (cfg, st, returner)
+}
+
 fn assert_at_rest(st: &Shared, cfg: &Config) {
     let g = st.lock();
     g.check_invariants(cfg).expect("invariants");
@@ -119,13 +133,7 @@ fn assert_at_rest(st: &Shared, cfg: &Config) {
 fn loom_get_return_race_never_loses_a_wake_up() {
     for window in WINDOWS {
         loom::model(move || {
-            let cfg = config(window);
-            let st: Shared = Arc::new(Mutex::new(State::new(1)));
-            let entry = checked_out(&st, &cfg);
-            let returner = {
-                let (st, cfg) = (Arc::clone(&st), Arc::clone(&cfg));
-                thread::spawn(move || assert!(check_in(&st, &cfg, entry).is_empty()))
-            };
+            let (cfg, st, returner) = one_connection_being_returned(window);
             // Waits until the returned connection reaches it (loom reports a
             // deadlock if a wake-up is lost).
             let got = checkout_waiting(&st, &cfg).expect("not closed");
@@ -141,13 +149,7 @@ fn loom_get_return_race_never_loses_a_wake_up() {
 fn loom_waiter_timing_out_as_a_connection_returns_loses_nothing() {
     for window in WINDOWS {
         loom::model(move || {
-            let cfg = config(window);
-            let st: Shared = Arc::new(Mutex::new(State::new(1)));
-            let entry = checked_out(&st, &cfg);
-            let returner = {
-                let (st, cfg) = (Arc::clone(&st), Arc::clone(&cfg));
-                thread::spawn(move || assert!(check_in(&st, &cfg, entry).is_empty()))
-            };
+            let (cfg, st, returner) = one_connection_being_returned(window);
             let got = checkout_then_time_out(&st);
             returner.join().unwrap();
             // Either the waiter got it, or it is idle: never both, never lost.
