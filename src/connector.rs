@@ -136,6 +136,8 @@ fn connect_loop<M: Manager>(pool: Weak<Shared<M>>) {
                     st.connect.failures = 0;
                     st.connect.retry_at = None;
                     st.connect.last_error = None;
+                    // Exact idle figures for the rules of `place`.
+                    shared.slots.settle(&mut st);
                     match st.admit_new(cfg, attempt, conn, now, &mut closing) {
                         Ok(id) => opened_id = Some(id),
                         Err(conn) => late = Some(conn),

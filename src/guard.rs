@@ -15,6 +15,7 @@ use crate::entry::Entry;
 use crate::events::emit;
 use crate::manager::Manager;
 use crate::pool::Shared;
+use crate::slots::hint;
 use crate::stats::CloseReason;
 
 /// A checked-out connection. Derefs to the driver's connection; returns it
@@ -71,6 +72,7 @@ impl<M: Manager> Pooled<M> {
             .expect("a guard holds its connection until dropped");
         let spawn = {
             let mut st = this.shared.state.lock();
+            this.shared.slots.unpin_leaving(&mut st, entry.meta.slot);
             st.release_slot(&entry.meta);
             st.counters.detached += 1;
             st.plan_connect_threads(&this.shared.config)
@@ -173,15 +175,36 @@ impl<M: Manager> Shared<M> {
         // Nanoseconds, not a Duration, on the hot path (no division).
         let held_ns = now.0.saturating_sub(taken.0);
         let id = entry.meta.id;
-        let slot = entry.meta.slot as usize;
+        let slot = entry.meta.slot;
+        // The fast return: a pinned connection goes back to its cell for
+        // this thread's next checkout, without the pool's lock.
+        let entry = match reason {
+            None => match self.slots.park(entry, held_ns) {
+                Ok(reported) => {
+                    self.returned(id, held_ns, reported);
+                    return;
+                }
+                Err(entry) => entry,
+            },
+            Some(_) => entry,
+        };
         let mut closing = Vec::new();
         let (reported, spawn) = {
             let mut st = self.state.lock();
-            let record = &mut st.holders[slot];
-            let reported = record.as_ref().is_some_and(|c| c.reported);
-            *record = None;
+            let reported = self.slots.release(slot);
             st.counters.record_held_ns(held_ns);
-            st.check_in(&self.config, entry, reason, &mut closing);
+            if reason.is_none()
+                && st.may_pin(&self.config)
+                && st.generation == entry.meta.generation
+            {
+                self.slots.pin(&mut st, entry);
+                hint::set(self.id, slot);
+            } else {
+                // Exact idle figures for the rules of `check_in` (this also
+                // unpins this connection's slot if it is leaving).
+                self.slots.settle(&mut st);
+                st.check_in(&self.config, entry, reason, &mut closing);
+            }
             let spawn = if closing.is_empty() {
                 0
             } else {
@@ -189,6 +212,16 @@ impl<M: Manager> Shared<M> {
             };
             (reported, spawn)
         };
+        self.returned(id, held_ns, reported);
+        self.finish(closing);
+        if spawn > 0 {
+            self.spawn_connectors(spawn);
+        }
+    }
+
+    /// What every return ends with: the leak report's follow-up, the event.
+    #[inline]
+    fn returned(&self, id: u64, held_ns: u64, reported: bool) {
         if reported {
             log::info!(
                 "pool '{}': connection {id}, reported as held too long, came back after {}",
@@ -200,10 +233,6 @@ impl<M: Manager> Shared<M> {
             emit(&self.config.name, "on_checkin", || {
                 events.on_checkin(&self.config.name, id, Duration::from_nanos(held_ns))
             });
-        }
-        self.finish(closing);
-        if spawn > 0 {
-            self.spawn_connectors(spawn);
         }
     }
 }

@@ -503,10 +503,10 @@ impl<M: Manager> Pool<M> {
         let held_too_long = match config.leak_threshold {
             Some(threshold) => {
                 let now = config.clock.now();
-                let st = self.shared().state.lock();
-                st.holders
+                self.shared()
+                    .slots
+                    .holders()
                     .iter()
-                    .flatten()
                     .filter(|c| now.since(c.taken) >= threshold)
                     .count()
             }

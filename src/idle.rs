@@ -16,7 +16,6 @@ use crate::clock::Tick;
 use crate::config::Config;
 use crate::entry::{Entry, Meta};
 use crate::error::{PoolState, SharedError};
-use crate::leak::Checkout;
 use crate::stats::{CloseReason, Counters};
 
 /// Connections to close once the lock is released, with the reason for each.
@@ -68,8 +67,9 @@ pub(crate) struct ConnectHealth {
 
 pub(crate) struct State<C> {
     /// Idle connections, least recently returned first; checkouts take from
-    /// the end (newest first, so extras idle out).
-    /// Invariant: `idle.len() <= pool_size`.
+    /// the end (newest first, so extras idle out). Parked (pinned)
+    /// connections are idle too but live in their cells, see `pinned`.
+    /// Invariant: `idle.len() + pinned.len() <= pool_size`.
     pub(crate) idle: Vec<Entry<C>>,
     /// Connections open: idle + checked out + being validated.
     /// Invariant: `open + opening <= pool_size + max_overflow`.
@@ -89,15 +89,19 @@ pub(crate) struct State<C> {
     pub(crate) closed: bool,
     /// `retire_all` generation; connections of older ones are closed.
     pub(crate) generation: u64,
-    /// Connections validated before this are pinged on next checkout.
-    pub(crate) suspect_before: Tick,
     pub(crate) next_conn_id: u64,
     pub(crate) next_waiter_id: u64,
     pub(crate) next_attempt_id: u64,
-    /// Holder table, indexed by `Meta::slot`: `Some` while checked out.
-    pub(crate) holders: Vec<Option<Checkout>>,
+    /// Slots pinned to the thread that returned their connection last (see
+    /// `slots.rs`): each connection is parked in its cell or out with that
+    /// thread's guard. Counted in `open`, not in `idle`.
+    /// Invariants: `idle.len() + pinned.len() <= pool_size`; empty while
+    /// `waiters` is not.
+    pub(crate) pinned: Vec<u32>,
+    /// Slots (`pool_size + max_overflow`, one cell each in `slots.rs`).
+    pub(crate) slot_count: usize,
     /// Slots not owned by an open connection.
-    /// Invariant: `free_slots.len() + open == holders.len()`.
+    /// Invariant: `free_slots.len() + open == slot_count`.
     pub(crate) free_slots: Vec<u32>,
     pub(crate) connect: ConnectHealth,
     pub(crate) counters: Counters,
@@ -115,11 +119,11 @@ impl<C> State<C> {
             woken: None,
             closed: false,
             generation: 0,
-            suspect_before: Tick(0),
             next_conn_id: 1,
             next_waiter_id: 1,
             next_attempt_id: 1,
-            holders: vec![None; max_open],
+            pinned: Vec::with_capacity(max_open),
+            slot_count: max_open,
             // Reversed, so slot 0 is used first.
             free_slots: (0..max_open as u32).rev().collect(),
             connect: ConnectHealth::default(),
@@ -176,15 +180,28 @@ impl<C> State<C> {
         self.counters.closed(reason);
     }
 
+    /// The slot must not be pinned (`Slots::unpin_leaving` first).
     pub(crate) fn release_slot(&mut self, meta: &Meta) {
-        self.holders[meta.slot as usize] = None;
+        debug_assert!(!self.pinned.contains(&meta.slot));
         self.free_slots.push(meta.slot);
         self.open -= 1;
     }
 
-    /// Records a checkout in the holder table.
-    pub(crate) fn hold(&mut self, meta: &Meta, record: Checkout) {
-        self.holders[meta.slot as usize] = Some(record);
+    /// Adds an idle connection where its last return puts it (the store is
+    /// ordered by last return, oldest first; idle timeout relies on it).
+    pub(crate) fn insert_idle(&mut self, e: Entry<C>) {
+        let at = self
+            .idle
+            .partition_point(|x| x.meta.last_used <= e.meta.last_used);
+        self.idle.insert(at, e);
+    }
+
+    /// Whether a connection coming back now may be pinned to its thread:
+    /// nobody waits and the idle ones, pinned included, leave room.
+    pub(crate) fn may_pin(&self, cfg: &Config) -> bool {
+        !self.closed
+            && self.waiters.is_empty()
+            && self.idle.len() + self.pinned.len() < cfg.pool_size
     }
 
     /// Registers a newly opened connection; `None` when there is no room
@@ -444,7 +461,11 @@ impl<C> State<C> {
         if self.closed {
             return 0;
         }
-        let min_idle_deficit = cfg.min_idle.saturating_sub(self.idle.len());
+        // Pinned connections may be idle: count them as idle, so this never
+        // opens more than min_idle asks (maintenance settles, then is exact).
+        let min_idle_deficit = cfg
+            .min_idle
+            .saturating_sub(self.idle.len() + self.pinned.len());
         // Waiters not about to be served by an idle connection.
         let unserved = self.waiters.len().saturating_sub(self.idle.len());
         let demand = unserved + min_idle_deficit;
@@ -505,11 +526,19 @@ impl<C> State<C> {
 
     /// Checks the invariants (tests and debug assertions).
     pub(crate) fn check_invariants(&self, cfg: &Config) -> Result<(), String> {
-        if self.idle.len() > cfg.pool_size {
+        if self.idle.len() + self.pinned.len() > cfg.pool_size {
             return Err(format!(
-                "idle {} > pool_size {}",
+                "idle {} + pinned {} > pool_size {}",
                 self.idle.len(),
+                self.pinned.len(),
                 cfg.pool_size
+            ));
+        }
+        if !self.waiters.is_empty() && !self.pinned.is_empty() {
+            return Err(format!(
+                "{} slots pinned while {} threads wait",
+                self.pinned.len(),
+                self.waiters.len()
             ));
         }
         if self.open + self.opening > cfg.max_open() {
@@ -530,17 +559,13 @@ impl<C> State<C> {
                 self.attempts.len()
             ));
         }
-        if self.free_slots.len() + self.open != self.holders.len() {
+        if self.free_slots.len() + self.open != self.slot_count {
             return Err(format!(
                 "free slots {} + open {} != slots {}",
                 self.free_slots.len(),
                 self.open,
-                self.holders.len()
+                self.slot_count
             ));
-        }
-        let held = self.holders.iter().filter(|h| h.is_some()).count();
-        if held > self.in_use() {
-            return Err(format!("{held} holder records > in use {}", self.in_use()));
         }
         Ok(())
     }

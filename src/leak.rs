@@ -1,8 +1,8 @@
 //! Checkout tracking: who holds each connection, since when, from where.
 //!
-//! Every checkout writes one [`Checkout`] record into the holder table (a
-//! slot per open connection, inside the pool's locked state, so recording
-//! costs a few stores under a lock already held). The call site comes from
+//! Every checkout writes one [`Checkout`] record into its connection's cell
+//! (`slots.rs`: one per open connection, under a lock the checkout takes
+//! anyway, so recording costs a few stores). The call site comes from
 //! `#[track_caller]` (free), the thread from a thread-local tag (no
 //! `thread::current()` per checkout), the backtrace only when
 //! `leak_backtraces` is on (a few microseconds: std captures frames
@@ -92,15 +92,15 @@ impl Checkout {
 }
 
 /// The oldest checkouts first, as a snapshot.
-pub(crate) fn holders(records: &[Option<Checkout>], now: Tick) -> Vec<Holder> {
-    let mut active: Vec<&Checkout> = records.iter().flatten().collect();
+pub(crate) fn holders(records: &[Checkout], now: Tick) -> Vec<Holder> {
+    let mut active: Vec<&Checkout> = records.iter().collect();
     active.sort_by_key(|c| c.taken);
     active.iter().map(|c| c.to_holder(now)).collect()
 }
 
 /// One line naming the `n` longest-held checkouts, for the timeout error.
-pub(crate) fn summary(records: &[Option<Checkout>], now: Tick, n: usize) -> String {
-    let mut active: Vec<&Checkout> = records.iter().flatten().collect();
+pub(crate) fn summary(records: &[Checkout], now: Tick, n: usize) -> String {
+    let mut active: Vec<&Checkout> = records.iter().collect();
     active.sort_by_key(|c| c.taken);
     let mut parts: Vec<String> = active
         .iter()
@@ -218,6 +218,7 @@ pub(crate) fn trimmed(bt: &Backtrace) -> String {
             "backtrace",
             "cistern::leak::capture",
             "cistern::pool::",
+            "cistern::slots::",
         ]
         .iter()
         .any(|p| symbol.starts_with(p))

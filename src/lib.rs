@@ -103,6 +103,7 @@ mod maintenance;
 mod manager;
 mod pool;
 mod prometheus;
+mod slots;
 mod stats;
 mod sync;
 

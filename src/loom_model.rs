@@ -3,8 +3,9 @@
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_`
 //! (`.ci/run` does). The models drive the same `State` methods the pool
 //! uses under its lock (`check_in`, `poll_waiter`, `cancel_waiter`, `close`,
-//! `start_attempt` / `end_attempt` / `admit_new`, `reap_hung_attempts`)
-//! through the `sync` shim, so loom explores every interleaving of the lock,
+//! `start_attempt` / `end_attempt` / `admit_new`, `reap_hung_attempts`) and
+//! the cells' fast paths (`Slots::try_take`, `park`, `pin`, `steal`,
+//! `settle`) through the `sync` shim, so loom explores every interleaving of the lock,
 //! the waiters' condition variables and their hand-off slots.
 //!
 //! loom has no time: a waiter's timeout is modelled as the waiter giving up
@@ -21,8 +22,10 @@ use loom::thread;
 
 use crate::clock::Tick;
 use crate::config::{Builder, Config};
-use crate::entry::Entry;
+use crate::entry::{Entry, PingRules};
 use crate::idle::{Closing, Poll, State, Waiter};
+use crate::leak::Checkout;
+use crate::slots::Slots;
 use crate::sync::Mutex;
 
 type Shared = Arc<Mutex<State<u32>>>;
@@ -262,5 +265,145 @@ fn loom_hung_attempt_reaped_while_its_result_arrives_is_counted_once() {
         assert_eq!(g.counters.closed.iter().sum::<u64>(), 0);
         drop(g);
         assert_at_rest(&st, &cfg);
+    });
+}
+
+// ---- the fast path: pinned connections and their cells -------------------
+
+type Cells = Arc<Slots<u32>>;
+
+const NO_PING: PingRules = PingRules {
+    pre_ping: false,
+    bypass: Duration::ZERO,
+    suspect_before: Tick(0),
+};
+
+fn record(conn_id: u64) -> Checkout {
+    Checkout {
+        conn_id,
+        taken: Tick(2),
+        thread: 0,
+        site: std::panic::Location::caller(),
+        backtrace: None,
+        reported: false,
+    }
+}
+
+/// A pool of one connection, pinned on an earlier return and parked in its
+/// cell (slot 0) for the thread that returned it.
+fn one_pinned_connection() -> (Arc<Config>, Shared, Cells) {
+    let cfg = config(Duration::ZERO);
+    let st: Shared = Arc::new(Mutex::new(State::new(1)));
+    let cells: Cells = Arc::new(Slots::new(1));
+    let entry = checked_out(&st, &cfg);
+    let mut g = st.lock();
+    assert!(g.may_pin(&cfg));
+    cells.pin(&mut g, entry);
+    drop(g);
+    (cfg, st, cells)
+}
+
+/// A return as the guard makes it: parked in its cell while the slot is
+/// pinned, otherwise through the lock (pinned again, or to a waiter).
+fn give_back(st: &Shared, cells: &Cells, cfg: &Config, entry: Entry<u32>) {
+    let Err(entry) = cells.park(entry, 0) else {
+        return;
+    };
+    let mut closing = Vec::new();
+    let mut g = st.lock();
+    cells.release(entry.meta.slot);
+    if g.may_pin(cfg) {
+        cells.pin(&mut g, entry);
+    } else {
+        cells.settle(&mut g);
+        g.check_in(cfg, entry, None, &mut closing);
+    }
+    assert!(closing.is_empty());
+}
+
+/// A checkout as the pool makes it: the hinted cell first, then the shared
+/// store, a steal, and finally a settle and a wait without deadline.
+fn checkout_like_the_pool(st: &Shared, cells: &Cells, hint: Option<u32>) -> Entry<u32> {
+    if let Some(slot) = hint {
+        if let Some(t) = cells.try_take(slot, Tick(2), &NO_PING, |m| record(m.id)) {
+            return t.entry;
+        }
+    }
+    let mut closing: Closing<u32> = Vec::new();
+    let mut g = st.lock();
+    let mut idle = g.pop_idle(Tick(2), &mut closing);
+    while idle.is_none() && cells.steal(&mut g) {
+        idle = g.pop_idle(Tick(2), &mut closing);
+    }
+    if let Some(e) = idle {
+        cells.hold(e.meta.slot, record(e.meta.id));
+        return e;
+    }
+    cells.settle(&mut g);
+    let me = g.enqueue(Instant::now());
+    loop {
+        match g.poll_waiter(&me, Tick(2), &mut closing) {
+            Poll::Ready(e) => {
+                drop(g);
+                cells.hold(e.meta.slot, record(e.meta.id));
+                return e;
+            }
+            Poll::Closed => unreachable!("the pool is not closed"),
+            Poll::Pending => {
+                me.cv.wait_until(&mut g, Instant::now());
+                g.woke(me.id);
+            }
+        }
+    }
+}
+
+/// At rest: after a settle, one connection, idle, every invariant holds.
+fn assert_one_idle_at_rest(st: &Shared, cells: &Cells, cfg: &Config) {
+    let mut g = st.lock();
+    cells.settle(&mut g);
+    cells.check_invariants(&g).expect("cell invariants");
+    assert_eq!((g.open, g.idle.len()), (1, 1));
+    drop(g);
+    assert_at_rest(st, cfg);
+}
+
+#[test]
+fn loom_fast_return_racing_a_waiter_reaches_the_waiter() {
+    loom::model(|| {
+        let (cfg, st, cells) = one_pinned_connection();
+        // Its thread has it out (taken back from the cell without the lock).
+        let out = checkout_like_the_pool(&st, &cells, Some(0));
+        let owner = {
+            let (st, cells, cfg) = (Arc::clone(&st), Arc::clone(&cells), Arc::clone(&cfg));
+            thread::spawn(move || give_back(&st, &cells, &cfg, out))
+        };
+        // Another thread, with no hint, finds nothing idle and waits: the
+        // return must reach it whichever of the two takes the cell first
+        // (loom reports a deadlock if it is lost).
+        let got = checkout_like_the_pool(&st, &cells, None);
+        assert_eq!(got.conn, 7);
+        owner.join().unwrap();
+        give_back(&st, &cells, &cfg, got);
+        assert_one_idle_at_rest(&st, &cells, &cfg);
+    });
+}
+
+#[test]
+fn loom_owner_and_thief_share_one_pinned_connection_without_loss() {
+    loom::model(|| {
+        let (cfg, st, cells) = one_pinned_connection();
+        let owner = {
+            let (st, cells, cfg) = (Arc::clone(&st), Arc::clone(&cells), Arc::clone(&cfg));
+            thread::spawn(move || {
+                let e = checkout_like_the_pool(&st, &cells, Some(0));
+                assert_eq!(e.conn, 7);
+                give_back(&st, &cells, &cfg, e);
+            })
+        };
+        let e = checkout_like_the_pool(&st, &cells, None);
+        assert_eq!(e.conn, 7);
+        give_back(&st, &cells, &cfg, e);
+        owner.join().unwrap();
+        assert_one_idle_at_rest(&st, &cells, &cfg);
     });
 }

@@ -75,6 +75,10 @@ impl<M: Manager> Shared<M> {
         let mut leaks = Vec::new();
         let spawn = {
             let mut st = self.state.lock();
+            // Parked connections back to the shared store, so that the rules
+            // below see every idle connection (they are pinned again on
+            // their next return).
+            self.slots.settle(&mut st);
             // Over-age or retired idle connections.
             let generation = st.generation;
             let mut i = 0;
@@ -106,12 +110,14 @@ impl<M: Manager> Shared<M> {
             }
             st.reap_hung_attempts(cfg, Instant::now());
             if let Some(threshold) = cfg.leak_threshold {
-                for record in st.holders.iter_mut().flatten() {
-                    if !record.reported && now.since(record.taken) >= threshold {
-                        record.reported = true;
-                        leaks.push(record.to_holder(now));
+                self.slots.each(|cell| {
+                    if let Some(record) = &mut cell.holder {
+                        if !record.reported && now.since(record.taken) >= threshold {
+                            record.reported = true;
+                            leaks.push(record.to_holder(now));
+                        }
                     }
-                }
+                });
                 st.counters.leaks_reported += leaks.len() as u64;
             }
             st.plan_connect_threads(cfg)

@@ -10,6 +10,7 @@
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
@@ -24,6 +25,7 @@ use crate::idle::{Closing, Poll, State};
 use crate::leak::{self, Checkout, Holder};
 use crate::maintenance;
 use crate::manager::Manager;
+use crate::slots::{Slots, Taken, hint};
 use crate::stats::{self, CloseReason, Stats};
 
 /// What every handle, guard and background thread of one pool shares.
@@ -31,6 +33,15 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) config: Config,
     pub(crate) manager: M,
     pub(crate) state: Mutex<State<M::Connection>>,
+    /// One cell per slot: parked connections, holder records, tallies
+    /// (`slots.rs`). Locked after `state`, never before.
+    pub(crate) slots: Slots<M::Connection>,
+    /// Unique in the process (the threads' slot hints name their pool).
+    pub(crate) id: u64,
+    /// A ping failed at this [`Tick`]: connections last validated before it
+    /// are pinged on their next checkout. Only grows; written under `state`'s
+    /// lock, read by checkouts without it.
+    pub(crate) suspect_before: AtomicU64,
     /// Signalled (with `state`'s lock) when a connect finishes, when the
     /// pool closes and when a connection leaves a closed pool: warm-up,
     /// `close_timeout` and connect threads in backoff wait on it.
@@ -103,8 +114,12 @@ impl<M: Manager> Pool<M> {
     pub(crate) fn start(config: Config, manager: M) -> Result<Pool<M>, Error> {
         let max_open = config.max_open();
         let (wake, woken) = crossbeam_channel::bounded(1);
+        static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(max_open)),
+            slots: Slots::new(max_open),
+            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            suspect_before: AtomicU64::new(0),
             config,
             manager,
             changed: Condvar::new(),
@@ -206,7 +221,9 @@ impl<M: Manager> Pool<M> {
     /// The pool's state in brief (no counters).
     pub fn state(&self) -> PoolState {
         let shared = self.shared();
-        shared.state.lock().snapshot(&shared.config)
+        let mut st = shared.state.lock();
+        shared.slots.settle(&mut st);
+        st.snapshot(&shared.config)
     }
 
     /// Current checkouts, oldest first: how long, which thread, which call
@@ -214,8 +231,7 @@ impl<M: Manager> Pool<M> {
     pub fn holders(&self) -> Vec<Holder> {
         let shared = self.shared();
         let now = shared.config.clock.now();
-        let records = shared.state.lock().holders.clone();
-        leak::holders(&records, now)
+        leak::holders(&shared.slots.holders(), now)
     }
 
     /// The validated settings.
@@ -259,6 +275,7 @@ impl<M: Manager> Pool<M> {
         let shared = self.shared();
         let closing: Closing<M::Connection> = {
             let mut st = shared.state.lock();
+            shared.slots.settle(&mut st);
             st.generation += 1;
             let idle = std::mem::take(&mut st.idle);
             idle.into_iter()
@@ -276,16 +293,21 @@ impl<M: Manager> Pool<M> {
     #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let shared = self.shared();
-        shared.state.lock().check_invariants(&shared.config)
+        let mut st = shared.state.lock();
+        st.check_invariants(&shared.config)?;
+        shared.slots.settle(&mut st);
+        st.check_invariants(&shared.config)?;
+        shared.slots.check_invariants(&st)
     }
 }
 
 impl<M: Manager> Shared<M> {
-    fn ping_rules(&self, st: &State<M::Connection>) -> PingRules {
+    #[inline]
+    fn ping_rules(&self) -> PingRules {
         PingRules {
             pre_ping: self.config.pre_ping,
             bypass: self.config.ping_bypass,
-            suspect_before: st.suspect_before,
+            suspect_before: Tick(self.suspect_before.load(Ordering::Relaxed)),
         }
     }
 
@@ -297,9 +319,31 @@ impl<M: Manager> Shared<M> {
     ) -> Result<Pooled<M>, Error> {
         let backtrace = self.config.leak_backtraces.then(leak::capture);
         let thread = leak::thread_tag();
+        let record = |meta: &crate::entry::Meta, taken: Tick| Checkout {
+            conn_id: meta.id,
+            taken,
+            thread,
+            site,
+            backtrace: backtrace.clone(),
+            reported: false,
+        };
         // Set when the checkout first has to wait (or retry after a failed
-        // validation): the fast path reads no precise clock.
+        // validation): the fast paths read no precise clock.
         let mut started: Option<Instant> = None;
+        // The fastest path: the connection this thread parked last, taken
+        // back from its cell without the pool's lock (see `slots.rs`).
+        if let Some(slot) = hint::get(self.id) {
+            let now = self.config.clock.now();
+            let rules = self.ping_rules();
+            if let Some(Taken { entry, ping }) =
+                self.slots.try_take(slot, now, &rules, |m| record(m, now))
+            {
+                if let Some(entry) = self.validate(entry, ping, now, None) {
+                    return Ok(self.hand_out(entry, now, None));
+                }
+                started = Some(Instant::now());
+            }
+        }
         loop {
             let now = self.config.clock.now();
             let mut closing = Vec::new();
@@ -322,12 +366,15 @@ impl<M: Manager> Shared<M> {
                     return Err(err);
                 }
             }
-            let barge = st.may_barge(self.config.barging_window);
-            let idle = if barge {
-                st.pop_idle(now, &mut closing)
-            } else {
-                None
-            };
+            let mut idle = None;
+            if st.may_barge(self.config.barging_window) {
+                idle = st.pop_idle(now, &mut closing);
+                // The shared store is empty: take a connection parked for
+                // another thread, if one is.
+                while idle.is_none() && self.slots.steal(&mut st) {
+                    idle = st.pop_idle(now, &mut closing);
+                }
+            }
             let (entry, waited) = match idle {
                 Some(e) => (e, None),
                 None => {
@@ -351,18 +398,8 @@ impl<M: Manager> Shared<M> {
             } else {
                 now
             };
-            let ping = entry.meta.needs_ping(now, &self.ping_rules(&st));
-            st.hold(
-                &entry.meta,
-                Checkout {
-                    conn_id: entry.meta.id,
-                    taken: now,
-                    thread,
-                    site,
-                    backtrace: backtrace.clone(),
-                    reported: false,
-                },
-            );
+            let ping = entry.meta.needs_ping(now, &self.ping_rules());
+            self.slots.hold(entry.meta.slot, record(&entry.meta, now));
             // A wait is recorded with its checkout, so the histogram counts
             // checkouts only (a pinged one counts once its ping passed).
             if !ping {
@@ -378,16 +415,27 @@ impl<M: Manager> Shared<M> {
                 started.get_or_insert_with(Instant::now);
             }
             if let Some(entry) = self.validate(entry, ping, now, waited) {
-                if let Some(events) = &self.config.events {
-                    let waited = waited.unwrap_or_default();
-                    emit(&self.config.name, "on_checkout", || {
-                        events.on_checkout(&self.config.name, entry.meta.id, waited)
-                    });
-                }
-                return Ok(Pooled::new(Arc::clone(self), entry, now));
+                return Ok(self.hand_out(entry, now, waited));
             }
             started.get_or_insert_with(Instant::now);
         }
+    }
+
+    /// The guard for a validated connection (and the checkout event).
+    #[inline]
+    fn hand_out(
+        self: &Arc<Self>,
+        entry: Entry<M::Connection>,
+        now: Tick,
+        waited: Option<Duration>,
+    ) -> Pooled<M> {
+        if let Some(events) = &self.config.events {
+            let waited = waited.unwrap_or_default();
+            emit(&self.config.name, "on_checkout", || {
+                events.on_checkout(&self.config.name, entry.meta.id, waited)
+            });
+        }
+        Pooled::new(Arc::clone(self), entry, now)
     }
 
     /// The slow path: queue as a waiter until a connection is handed over,
@@ -402,6 +450,10 @@ impl<M: Manager> Shared<M> {
         closing: &mut Closing<M::Connection>,
     ) -> Result<Entry<M::Connection>, Error> {
         let cfg = &self.config;
+        // Exact figures for the errors below, and no connection parked while
+        // a thread waits: those out with their guards now come back through
+        // the locked return, to the oldest waiter.
+        self.slots.settle(st);
         if !may_wait || timeout.is_zero() {
             // try_get's miss is not a timeout: it never asked to wait.
             if may_wait {
@@ -484,7 +536,7 @@ impl<M: Manager> Shared<M> {
             } else {
                 None
             },
-            holders: leak::summary(&st.holders, now, 3),
+            holders: leak::summary(&self.slots.holders(), now, 3),
         }
     }
 
@@ -556,9 +608,10 @@ impl<M: Manager> Shared<M> {
                         st.counters.pings += 1;
                     }
                     if reason == CloseReason::FailedPing {
-                        st.suspect_before =
-                            st.suspect_before.max(now.plus(Duration::from_nanos(1)));
+                        let after = now.plus(Duration::from_nanos(1)).0;
+                        self.suspect_before.fetch_max(after, Ordering::Relaxed);
                     }
+                    self.slots.unpin_leaving(&mut st, entry.meta.slot);
                     st.forget(&entry.meta, reason);
                     st.plan_connect_threads(&self.config)
                 };
@@ -642,6 +695,7 @@ impl<M: Manager> Shared<M> {
             if st.closed {
                 return;
             }
+            self.slots.settle(&mut st);
             st.close()
         };
         drop(waiters);
@@ -654,10 +708,13 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn stats(&self) -> Stats {
         let cfg = &self.config;
         let (snapshot, counters, closed, failures, last_error) = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
+            self.slots.settle(&mut st);
+            let mut counters = st.counters.clone();
+            self.slots.add_tallies(&mut counters);
             (
                 st.snapshot(cfg),
-                st.counters.clone(),
+                counters,
                 st.closed,
                 st.connect.failures,
                 st.connect.last_error.clone(),

@@ -31,6 +31,14 @@ mod model {
                 guard: Some(self.0.lock().unwrap()),
             }
         }
+
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            let guard = self.0.try_lock().ok()?;
+            Some(MutexGuard {
+                mutex: &self.0,
+                guard: Some(guard),
+            })
+        }
     }
 
     /// Holds the lock while `guard` is `Some` (it is `None` only inside

@@ -1,0 +1,332 @@
+//! One cell per connection slot: the fast path's parking spot, the holder
+//! record, and counters kept per slot and summed on read.
+//!
+//! Every open connection owns a slot (`Meta::slot`) from open to close. Its
+//! cell, behind a lock of its own, holds:
+//! - the [`Checkout`] record while the connection is checked out (leak
+//!   tracking, `Pool::holders`, the timeout error);
+//! - the connection itself while it is *parked*: idle, kept for the thread
+//!   that returned it last (HikariCP's thread-local list, in a cell);
+//! - a [`Tally`] of the checkouts and returns that went through the cell.
+//!
+//! ## Pinning
+//!
+//! A return that finds no waiter and room among the idle connections *pins*
+//! the connection: its slot is listed in `State::pinned`, the connection is
+//! parked in its cell, and the returning thread remembers the slot
+//! ([`hint`]). That thread's next `get()` takes the connection back from the
+//! cell, and its next return parks it there again, touching only the cell's
+//! lock: a line no other thread writes, so checkouts on different threads do
+//! not contend, and nothing on the way reads or writes the pool's lock.
+//!
+//! A pinned connection stays pinned while it goes back and forth between the
+//! cell and its guard; the pool's locked state counts it as open, and as
+//! idle only in the bound `idle + pinned <= pool_size`. Everything that needs
+//! exact figures or a connection *settles* first ([`Slots::settle`], pool
+//! lock held): every pinned slot is unpinned and what is parked moves to the
+//! shared idle store. That happens when a thread is about to wait (so
+//! waiters are served first come, first served, and a pinned connection out
+//! with its guard comes back through the locked return to the oldest
+//! waiter), on every maintenance round (so idle timeout and recycling see
+//! every idle connection within one period), and for stats, `close`,
+//! `retire_all`, new connections and returns that do not pin. A thread that
+//! finds the shared store empty *steals* one parked connection instead.
+//!
+//! Invariants (cell locks are taken after the pool's lock, never before):
+//! - `cell.pinned` if and only if the slot is in `State::pinned`; both change
+//!   only with the pool's lock and the cell's lock held;
+//! - `cell.parked.is_some()` implies `cell.pinned`;
+//! - `State::waiters` non-empty implies `State::pinned` empty;
+//! - `State::idle.len() + State::pinned.len() <= pool_size`;
+//! - `cell.holder` is `Some` only while the slot's connection is checked out.
+
+use std::cell::Cell as ThreadCell;
+
+use crate::clock::Tick;
+use crate::entry::{Entry, Meta, PingRules};
+use crate::idle::State;
+use crate::leak::Checkout;
+use crate::stats::Counters;
+use crate::sync::Mutex;
+
+/// Checkouts and returns counted in one cell; [`Slots::tally`] sums them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tally {
+    pub(crate) checkouts: u64,
+    pub(crate) held_count: u64,
+    pub(crate) held_sum_ns: u128,
+    pub(crate) held_max_ns: u64,
+}
+
+impl Tally {
+    /// Counts a return after `ns` nanoseconds held.
+    #[inline]
+    pub(crate) fn record_held_ns(&mut self, ns: u64) {
+        self.held_count += 1;
+        self.held_sum_ns += u128::from(ns);
+        self.held_max_ns = self.held_max_ns.max(ns);
+    }
+
+    /// Adds this tally into the pool's counters (stats, at read time).
+    pub(crate) fn add_to(&self, c: &mut Counters) {
+        c.checkouts += self.checkouts;
+        c.held_count += self.held_count;
+        c.held_sum_ns += self.held_sum_ns;
+        c.held_max_ns = c.held_max_ns.max(self.held_max_ns);
+    }
+}
+
+/// What one slot's lock protects (see the module docs for the invariants).
+pub(crate) struct Cell<C> {
+    /// The slot's connection, parked for the thread that returned it.
+    pub(crate) parked: Option<Entry<C>>,
+    /// Listed in `State::pinned`: returns park here without the pool's lock.
+    pub(crate) pinned: bool,
+    /// The checkout in progress, if the connection is out.
+    pub(crate) holder: Option<Checkout>,
+    pub(crate) tally: Tally,
+}
+
+/// A cell on cache lines of its own, so that threads using neighbouring
+/// slots do not write to the same line.
+#[repr(align(128))]
+struct Padded<C>(Mutex<Cell<C>>);
+
+/// The cells of a pool, one per slot (`pool_size + max_overflow`).
+pub(crate) struct Slots<C> {
+    cells: Box<[Padded<C>]>,
+}
+
+/// What a fast-path checkout took from its cell.
+pub(crate) struct Taken<C> {
+    pub(crate) entry: Entry<C>,
+    /// The connection must be pinged before it is handed out (it was not
+    /// counted as a checkout yet: the ping decides).
+    pub(crate) ping: bool,
+}
+
+impl<C> Slots<C> {
+    pub(crate) fn new(n: usize) -> Slots<C> {
+        Slots {
+            cells: (0..n)
+                .map(|_| {
+                    Padded(Mutex::new(Cell {
+                        parked: None,
+                        pinned: false,
+                        holder: None,
+                        tally: Tally::default(),
+                    }))
+                })
+                .collect(),
+        }
+    }
+
+    fn cell(&self, slot: u32) -> &Mutex<Cell<C>> {
+        &self.cells[slot as usize].0
+    }
+
+    /// The fast checkout (no pool lock): takes the connection parked in
+    /// `slot` if there is one and it is not over age, records the checkout
+    /// (`record`) and, when no ping is due, counts it. `None`: take the slow
+    /// path (nothing parked, the cell busy with a settle, or over age: the
+    /// slow path closes it).
+    #[inline]
+    pub(crate) fn try_take(
+        &self,
+        slot: u32,
+        now: Tick,
+        rules: &PingRules,
+        record: impl FnOnce(&Meta) -> Checkout,
+    ) -> Option<Taken<C>> {
+        let mut cell = self.cell(slot).try_lock()?;
+        let meta = &cell.parked.as_ref()?.meta;
+        if meta.is_expired(now) {
+            return None;
+        }
+        let ping = meta.needs_ping(now, rules);
+        let holder = record(meta);
+        let cell = &mut *cell;
+        let entry = cell.parked.take()?;
+        cell.holder = Some(holder);
+        if !ping {
+            cell.tally.checkouts += 1;
+        }
+        Some(Taken { entry, ping })
+    }
+
+    /// The fast return (no pool lock): parks the connection in its cell if
+    /// the slot is still pinned, counting the return; `Ok(reported)` tells
+    /// whether the checkout had been reported as a leak. `Err` gives the
+    /// connection back for the locked return (the slot was unpinned).
+    #[inline]
+    pub(crate) fn park(&self, entry: Entry<C>, held_ns: u64) -> Result<bool, Entry<C>> {
+        let mut cell = self.cell(entry.meta.slot).lock();
+        if !cell.pinned {
+            return Err(entry);
+        }
+        let reported = cell.holder.take().is_some_and(|h| h.reported);
+        cell.tally.record_held_ns(held_ns);
+        cell.parked = Some(entry);
+        Ok(reported)
+    }
+
+    /// Records the checkout of the slot's connection (slow path).
+    pub(crate) fn hold(&self, slot: u32, record: Checkout) {
+        self.cell(slot).lock().holder = Some(record);
+    }
+
+    /// Ends the checkout record of the slot's connection; `true` when it had
+    /// been reported as a leak.
+    pub(crate) fn release(&self, slot: u32) -> bool {
+        self.cell(slot)
+            .lock()
+            .holder
+            .take()
+            .is_some_and(|h| h.reported)
+    }
+
+    /// Pins a returned connection (pool lock held; `may_pin` said yes): it
+    /// is parked in its cell for the returning thread, which the caller
+    /// records with [`hint::set`].
+    pub(crate) fn pin(&self, st: &mut State<C>, entry: Entry<C>) {
+        let slot = entry.meta.slot;
+        let mut cell = self.cell(slot).lock();
+        debug_assert!(!cell.pinned && cell.parked.is_none());
+        cell.pinned = true;
+        cell.parked = Some(entry);
+        st.pinned.push(slot);
+    }
+
+    /// Unpins every pinned slot (pool lock held): parked connections move to
+    /// the shared idle store, kept in order of their last return, and those
+    /// out with a guard will come back through the locked return.
+    pub(crate) fn settle(&self, st: &mut State<C>) {
+        while let Some(slot) = st.pinned.pop() {
+            let parked = {
+                let mut cell = self.cell(slot).lock();
+                cell.pinned = false;
+                cell.parked.take()
+            };
+            if let Some(e) = parked {
+                st.insert_idle(e);
+            }
+        }
+    }
+
+    /// Moves the parked connection returned last (newest first, as the
+    /// shared store hands them out) to the shared idle store and unpins its
+    /// slot (pool lock held), for a thread that found the store empty;
+    /// `false` when none is parked (all out with their guards).
+    pub(crate) fn steal(&self, st: &mut State<C>) -> bool {
+        // Ties (a coarse clock) go to the slot pinned last.
+        let mut newest: Option<(usize, Tick)> = None;
+        for (i, slot) in st.pinned.iter().enumerate() {
+            if let Some(e) = &self.cell(*slot).lock().parked {
+                if newest.is_none_or(|(_, t)| e.meta.last_used >= t) {
+                    newest = Some((i, e.meta.last_used));
+                }
+            }
+        }
+        let Some((i, _)) = newest else {
+            return false;
+        };
+        let slot = st.pinned.remove(i);
+        let parked = {
+            let mut cell = self.cell(slot).lock();
+            cell.pinned = false;
+            cell.parked.take()
+        };
+        // Taken by a fast checkout since the scan: the slot is unpinned all
+        // the same (its return takes the locked path); look again.
+        match parked {
+            Some(e) => {
+                st.insert_idle(e);
+                true
+            }
+            None => self.steal(st),
+        }
+    }
+
+    /// Unpins one slot whose connection is out with its guard and about to
+    /// leave the pool (closed or detached), and ends its checkout record
+    /// (pool lock held).
+    pub(crate) fn unpin_leaving(&self, st: &mut State<C>, slot: u32) {
+        let was_pinned = {
+            let mut cell = self.cell(slot).lock();
+            cell.holder = None;
+            std::mem::replace(&mut cell.pinned, false)
+        };
+        if was_pinned {
+            if let Some(i) = st.pinned.iter().position(|s| *s == slot) {
+                st.pinned.remove(i);
+            }
+        }
+    }
+
+    /// Runs `f` on every cell in turn (each under its own lock).
+    pub(crate) fn each(&self, mut f: impl FnMut(&mut Cell<C>)) {
+        for padded in self.cells.iter() {
+            f(&mut padded.0.lock());
+        }
+    }
+
+    /// The current checkout records.
+    pub(crate) fn holders(&self) -> Vec<Checkout> {
+        let mut out = Vec::new();
+        self.each(|c| out.extend(c.holder.clone()));
+        out
+    }
+
+    /// The tallies of every cell, added into `counters`.
+    pub(crate) fn add_tallies(&self, counters: &mut Counters) {
+        self.each(|c| c.tally.add_to(counters));
+    }
+
+    /// The cell-side invariants, checked after a settle (pool lock held).
+    pub(crate) fn check_invariants(&self, st: &State<C>) -> Result<(), String> {
+        let mut problem = None;
+        let mut held = 0;
+        let mut pinned = 0;
+        self.each(|c| {
+            held += usize::from(c.holder.is_some());
+            pinned += usize::from(c.pinned);
+            if c.parked.is_some() && !c.pinned {
+                problem = Some("a connection is parked in an unpinned cell".to_owned());
+            }
+        });
+        if pinned != st.pinned.len() {
+            problem = Some(format!(
+                "{pinned} cells pinned, {} slots listed as pinned",
+                st.pinned.len()
+            ));
+        }
+        if st.pinned.is_empty() && held > st.in_use() {
+            problem = Some(format!("{held} holder records > in use {}", st.in_use()));
+        }
+        problem.map_or(Ok(()), Err)
+    }
+}
+
+/// The slot of the connection this thread pinned last, per thread: one pool
+/// at a time (a thread that alternates between pools takes the slow path).
+pub(crate) mod hint {
+    use super::ThreadCell;
+
+    thread_local! {
+        /// `(pool id, slot)`; pool ids start at 1.
+        static LAST: ThreadCell<(u64, u32)> = const { ThreadCell::new((0, 0)) };
+    }
+
+    /// The slot this thread pinned last in pool `pool`.
+    #[inline]
+    pub(crate) fn get(pool: u64) -> Option<u32> {
+        let (p, slot) = LAST.try_with(ThreadCell::get).unwrap_or((0, 0));
+        (p == pool).then_some(slot)
+    }
+
+    /// Remembers that this thread pinned `slot` in pool `pool`.
+    #[inline]
+    pub(crate) fn set(pool: u64, slot: u32) {
+        let _ = LAST.try_with(|c| c.set((pool, slot)));
+    }
+}
