@@ -201,7 +201,10 @@ impl<C> Slots<C> {
     /// the shared idle store, kept in order of their last return, and those
     /// out with a guard will come back through the locked return.
     pub(crate) fn settle(&self, st: &mut State<C>) {
-        while let Some(slot) = st.pinned.pop() {
+        // In the order they were pinned: with equal return times (a coarse
+        // clock) the one pinned last ends up newest.
+        let mut pinned = std::mem::take(&mut st.pinned);
+        for slot in pinned.drain(..) {
             let parked = {
                 let mut cell = self.cell(slot).lock();
                 cell.pinned = false;
@@ -211,23 +214,33 @@ impl<C> Slots<C> {
                 st.insert_idle(e);
             }
         }
+        st.pinned = pinned;
     }
 
-    /// Moves the parked connection returned last (newest first, as the
-    /// shared store hands them out) to the shared idle store and unpins its
-    /// slot (pool lock held), for a thread that found the store empty;
-    /// `false` when none is parked (all out with their guards).
+    /// Moves the parked connection returned longest ago to the shared idle
+    /// store and unpins its slot (pool lock held), for a thread that found
+    /// the store empty; `false` when none is free to take.
+    ///
+    /// Oldest first, unlike the shared store: the connection parked longest
+    /// is the one its thread is least likely to come back for (a thread
+    /// that moved on to another slot leaves its old one parked), while
+    /// taking a busy thread's connection makes that thread steal in turn.
+    /// Cells are only tried (`try_lock`): a cell whose thread holds its lock
+    /// (and may be preempted) is skipped, not waited for under the pool's
+    /// lock.
     pub(crate) fn steal(&self, st: &mut State<C>) -> bool {
-        // Ties (a coarse clock) go to the slot pinned last.
-        let mut newest: Option<(usize, Tick)> = None;
+        let mut oldest: Option<(usize, Tick)> = None;
         for (i, slot) in st.pinned.iter().enumerate() {
-            if let Some(e) = &self.cell(*slot).lock().parked {
-                if newest.is_none_or(|(_, t)| e.meta.last_used >= t) {
-                    newest = Some((i, e.meta.last_used));
+            let Some(cell) = self.cell(*slot).try_lock() else {
+                continue;
+            };
+            if let Some(e) = &cell.parked {
+                if oldest.is_none_or(|(_, t)| e.meta.last_used < t) {
+                    oldest = Some((i, e.meta.last_used));
                 }
             }
         }
-        let Some((i, _)) = newest else {
+        let Some((i, _)) = oldest else {
             return false;
         };
         let slot = st.pinned.remove(i);
@@ -328,5 +341,118 @@ pub(crate) mod hint {
     #[inline]
     pub(crate) fn set(pool: u64, slot: u32) {
         let _ = LAST.try_with(|c| c.set((pool, slot)));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::{Builder, Config};
+
+    fn setup(size: usize) -> (Config, State<u32>, Slots<u32>) {
+        let cfg = Builder::<()>::new()
+            .pool_size(size)
+            .max_overflow(0)
+            .validate()
+            .unwrap();
+        (cfg, State::new(size), Slots::new(size))
+    }
+
+    /// A connection opened at `at`, as if checked out and returned then.
+    fn returned_at(st: &mut State<u32>, cfg: &Config, at: u64) -> Entry<u32> {
+        let meta = st.admit(cfg, Tick(at)).unwrap();
+        Entry::new(meta.id as u32, meta)
+    }
+
+    fn record(conn_id: u64) -> Checkout {
+        Checkout {
+            conn_id,
+            taken: Tick(0),
+            thread: 0,
+            site: std::panic::Location::caller(),
+            backtrace: None,
+            reported: false,
+        }
+    }
+
+    const NO_PING: PingRules = PingRules {
+        pre_ping: false,
+        bypass: std::time::Duration::ZERO,
+        suspect_before: Tick(0),
+    };
+
+    #[test]
+    fn a_pinned_connection_goes_back_and_forth_through_its_cell() {
+        let (cfg, mut st, slots) = setup(2);
+        let e = returned_at(&mut st, &cfg, 1);
+        let slot = e.meta.slot;
+        assert!(st.may_pin(&cfg));
+        slots.pin(&mut st, e);
+        for _ in 0..3 {
+            let t = slots.try_take(slot, Tick(2), &NO_PING, |m| record(m.id)).unwrap();
+            assert!(!t.ping);
+            assert!(slots.try_take(slot, Tick(2), &NO_PING, |m| record(m.id)).is_none());
+            assert_eq!(slots.holders().len(), 1);
+            assert!(matches!(slots.park(t.entry, 5), Ok(false)));
+        }
+        let mut counters = Counters::default();
+        slots.add_tallies(&mut counters);
+        assert_eq!((counters.checkouts, counters.held_count), (3, 3));
+        assert_eq!(st.idle.len(), 0, "parked, not in the shared store");
+        slots.settle(&mut st);
+        assert_eq!((st.idle.len(), st.pinned.len()), (1, 0));
+        slots.check_invariants(&st).unwrap();
+        st.check_invariants(&cfg).unwrap();
+    }
+
+    #[test]
+    fn a_return_to_an_unpinned_cell_takes_the_locked_path() {
+        let (cfg, mut st, slots) = setup(1);
+        let e = returned_at(&mut st, &cfg, 1);
+        slots.pin(&mut st, e);
+        let t = slots.try_take(0, Tick(2), &NO_PING, |m| record(m.id)).unwrap();
+        // A waiter arrives: it settles, which unpins the slot.
+        slots.settle(&mut st);
+        assert!(slots.park(t.entry, 0).is_err());
+    }
+
+    #[test]
+    fn steals_take_the_connection_parked_longest_and_settles_keep_return_order() {
+        let (cfg, mut st, slots) = setup(3);
+        let old = returned_at(&mut st, &cfg, 10);
+        let new = returned_at(&mut st, &cfg, 30);
+        let mid = returned_at(&mut st, &cfg, 20);
+        let (old_id, mid_id, new_id) = (old.meta.id, mid.meta.id, new.meta.id);
+        for e in [old, new, mid] {
+            slots.pin(&mut st, e);
+        }
+        assert!(!st.may_pin(&cfg), "idle + pinned = pool_size");
+        assert!(slots.steal(&mut st));
+        assert_eq!(st.idle.pop().unwrap().meta.id, old_id);
+        assert_eq!(st.pinned.len(), 2);
+        // The rest, in the shared store newest last (handed out first).
+        slots.settle(&mut st);
+        let ids: Vec<u64> = st.idle.iter().map(|e| e.meta.id).collect();
+        assert_eq!(ids, [mid_id, new_id]);
+        assert!(!slots.steal(&mut st), "nothing parked any more");
+    }
+
+    #[test]
+    fn an_over_age_parked_connection_is_left_for_the_slow_path() {
+        let cfg = Builder::<()>::new()
+            .pool_size(1)
+            .recycle_after(std::time::Duration::from_secs(1))
+            .recycle_spread(0.0)
+            .validate()
+            .unwrap();
+        let (mut st, slots) = (State::new(1), Slots::new(1));
+        let e = returned_at(&mut st, &cfg, 0);
+        slots.pin(&mut st, e);
+        let late = Tick(2_000_000_000);
+        assert!(slots.try_take(0, late, &NO_PING, |m| record(m.id)).is_none());
+        assert!(slots.steal(&mut st));
+        let mut closing = Vec::new();
+        assert!(st.pop_idle(late, &mut closing).is_none());
+        assert_eq!(closing.len(), 1, "closed as recycled");
     }
 }
