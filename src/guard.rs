@@ -8,6 +8,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::clock::Tick;
@@ -15,7 +16,7 @@ use crate::entry::Entry;
 use crate::events::emit;
 use crate::manager::Manager;
 use crate::pool::Shared;
-use crate::slots::hint;
+use crate::slots::local;
 use crate::stats::CloseReason;
 
 /// A checked-out connection. Derefs to the driver's connection; returns it
@@ -42,7 +43,9 @@ use crate::stats::CloseReason;
 pub struct Pooled<M: Manager> {
     /// `Some` until dropped or detached.
     entry: Option<Entry<M::Connection>>,
-    shared: Arc<Shared<M>>,
+    /// `Some` until dropped: on drop the reference goes back to the
+    /// thread's memory for its next checkout (`slots::local`).
+    shared: Option<Arc<Shared<M>>>,
     taken: Tick,
     broken: bool,
 }
@@ -51,10 +54,16 @@ impl<M: Manager> Pooled<M> {
     pub(crate) fn new(shared: Arc<Shared<M>>, entry: Entry<M::Connection>, taken: Tick) -> Self {
         Pooled {
             entry: Some(entry),
-            shared,
+            shared: Some(shared),
             taken,
             broken: false,
         }
+    }
+
+    fn shared(this: &Self) -> &Arc<Shared<M>> {
+        this.shared
+            .as_ref()
+            .expect("a guard holds its pool until dropped")
     }
 
     fn entry(this: &Self) -> &Entry<M::Connection> {
@@ -70,17 +79,18 @@ impl<M: Manager> Pooled<M> {
             .entry
             .take()
             .expect("a guard holds its connection until dropped");
+        let shared = Self::shared(&this);
         let spawn = {
-            let mut st = this.shared.state.lock();
-            this.shared.slots.unpin_leaving(&mut st, entry.meta.slot);
+            let mut st = shared.state.lock();
+            shared.slots.unpin_leaving(&mut st, entry.meta.slot);
             st.release_slot(&entry.meta);
             st.counters.detached += 1;
-            st.plan_connect_threads(&this.shared.config)
+            st.plan_connect_threads(&shared.config)
         };
         if spawn > 0 {
-            this.shared.spawn_connectors(spawn);
+            shared.spawn_connectors(spawn);
         }
-        this.shared.changed.notify_all();
+        shared.changed.notify_all();
         entry.into_conn()
     }
 
@@ -91,7 +101,7 @@ impl<M: Manager> Pooled<M> {
 
     /// The connection's age (since it was opened).
     pub fn age(this: &Self) -> Duration {
-        this.shared
+        Self::shared(this)
             .config
             .clock
             .now()
@@ -100,7 +110,7 @@ impl<M: Manager> Pooled<M> {
 
     /// How long this guard has held the connection.
     pub fn held(this: &Self) -> Duration {
-        this.shared.config.clock.now().since(this.taken)
+        Self::shared(this).config.clock.now().since(this.taken)
     }
 
     /// The connection's id within its pool (stable for its lifetime).
@@ -129,7 +139,7 @@ impl<M: Manager> DerefMut for Pooled<M> {
 impl<M: Manager> std::fmt::Debug for Pooled<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("Pooled");
-        d.field("pool", &self.shared.config.name);
+        d.field("pool", &Self::shared(self).config.name);
         if let Some(e) = &self.entry {
             d.field("id", &e.meta.id);
         }
@@ -139,8 +149,14 @@ impl<M: Manager> std::fmt::Debug for Pooled<M> {
 
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
         if let Some(entry) = self.entry.take() {
-            self.shared.checkin(entry, self.taken, self.broken);
+            shared.checkin(entry, self.taken, self.broken);
+        }
+        if !shared.closed.load(Ordering::Relaxed) {
+            local::keep(shared.id, shared);
         }
     }
 }
@@ -198,7 +214,7 @@ impl<M: Manager> Shared<M> {
                 && st.generation == entry.meta.generation
             {
                 self.slots.pin(&mut st, entry);
-                hint::set(self.id, slot);
+                local::set_slot(self.id, slot);
             } else {
                 // Exact idle figures for the rules of `check_in` (this also
                 // unpins this connection's slot if it is leaving).

@@ -10,7 +10,7 @@
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
@@ -25,7 +25,7 @@ use crate::idle::{Closing, Poll, State};
 use crate::leak::{self, Checkout, Holder};
 use crate::maintenance;
 use crate::manager::Manager;
-use crate::slots::{Slots, Taken, hint};
+use crate::slots::{Slots, Taken, local};
 use crate::stats::{self, CloseReason, Stats};
 
 /// What every handle, guard and background thread of one pool shares.
@@ -36,8 +36,11 @@ pub(crate) struct Shared<M: Manager> {
     /// One cell per slot: parked connections, holder records, tallies
     /// (`slots.rs`). Locked after `state`, never before.
     pub(crate) slots: Slots<M::Connection>,
-    /// Unique in the process (the threads' slot hints name their pool).
+    /// Unique in the process (what threads remember of a pool names it).
     pub(crate) id: u64,
+    /// `State::closed`, readable without the lock (set with it held): a
+    /// closed pool is not kept in threads' memory (`slots::local`).
+    pub(crate) closed: AtomicBool,
     /// A ping failed at this [`Tick`]: connections last validated before it
     /// are pinged on their next checkout. Only grows; written under `state`'s
     /// lock, read by checkouts without it.
@@ -80,6 +83,9 @@ struct Handle<M: Manager> {
 impl<M: Manager> Drop for Handle<M> {
     fn drop(&mut self) {
         self.shared.close();
+        // The last handle is gone: this thread need not keep the pool's
+        // state allocated (`slots::local`).
+        local::forget(self.shared.id);
     }
 }
 
@@ -119,6 +125,7 @@ impl<M: Manager> Pool<M> {
             state: Mutex::new(State::new(max_open)),
             slots: Slots::new(max_open),
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            closed: AtomicBool::new(false),
             suspect_before: AtomicU64::new(0),
             config,
             manager,
@@ -332,7 +339,7 @@ impl<M: Manager> Shared<M> {
         let mut started: Option<Instant> = None;
         // The fastest path: the connection this thread parked last, taken
         // back from its cell without the pool's lock (see `slots.rs`).
-        if let Some(slot) = hint::get(self.id) {
+        if let Some(slot) = local::slot(self.id) {
             let now = self.config.clock.now();
             let rules = self.ping_rules();
             if let Some(Taken { entry, ping }) =
@@ -350,6 +357,7 @@ impl<M: Manager> Shared<M> {
             let mut st = self.state.lock();
             if st.closed {
                 drop(st);
+                local::forget(self.id);
                 return Err(self.closed_error());
             }
             // After a failed validation (`started` is set), a checkout that
@@ -435,7 +443,10 @@ impl<M: Manager> Shared<M> {
                 events.on_checkout(&self.config.name, entry.meta.id, waited)
             });
         }
-        Pooled::new(Arc::clone(self), entry, now)
+        // This thread's reference to the pool if it keeps one: no write to
+        // the reference count every thread shares.
+        let home = local::take::<Self>(self.id).unwrap_or_else(|| Arc::clone(self));
+        Pooled::new(home, entry, now)
     }
 
     /// The slow path: queue as a waiter until a connection is handed over,
@@ -696,6 +707,7 @@ impl<M: Manager> Shared<M> {
                 return;
             }
             self.slots.settle(&mut st);
+            self.closed.store(true, Ordering::Relaxed);
             st.close()
         };
         drop(waiters);

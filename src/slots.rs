@@ -14,7 +14,7 @@
 //! A return that finds no waiter and room among the idle connections *pins*
 //! the connection: its slot is listed in `State::pinned`, the connection is
 //! parked in its cell, and the returning thread remembers the slot
-//! ([`hint`]). That thread's next `get()` takes the connection back from the
+//! ([`local`]). That thread's next `get()` takes the connection back from the
 //! cell, and its next return parks it there again, touching only the cell's
 //! lock: a line no other thread writes, so checkouts on different threads do
 //! not contend, and nothing on the way reads or writes the pool's lock.
@@ -187,7 +187,7 @@ impl<C> Slots<C> {
 
     /// Pins a returned connection (pool lock held; `may_pin` said yes): it
     /// is parked in its cell for the returning thread, which the caller
-    /// records with [`hint::set`].
+    /// records with [`local::set_slot`].
     pub(crate) fn pin(&self, st: &mut State<C>, entry: Entry<C>) {
         let slot = entry.meta.slot;
         let mut cell = self.cell(slot).lock();
@@ -320,27 +320,83 @@ impl<C> Slots<C> {
     }
 }
 
-/// The slot of the connection this thread pinned last, per thread: one pool
-/// at a time (a thread that alternates between pools takes the slow path).
-pub(crate) mod hint {
+/// What a thread remembers of the pool it used last, so that its next
+/// checkout touches nothing shared: the slot it pinned, and its reference to
+/// the pool (a guard needs an `Arc` to its pool; taking this one instead of
+/// cloning the pool's saves two writes to one reference count that every
+/// thread shares, measured as most of the cost of a checkout at 64 threads).
+///
+/// One pool at a time: a thread that alternates between pools takes the
+/// slow path and clones. The reference keeps the pool's shared state (its
+/// settings and manager, never a connection) allocated after the pool is
+/// closed, until the thread exits or uses another pool; a closed pool is
+/// never kept, and the thread that drops the last `Pool` handle lets go of
+/// its own at once.
+pub(crate) mod local {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
     use super::ThreadCell;
+
+    type Home = (u64, Arc<dyn Any + Send + Sync>);
 
     thread_local! {
         /// `(pool id, slot)`; pool ids start at 1.
-        static LAST: ThreadCell<(u64, u32)> = const { ThreadCell::new((0, 0)) };
+        static SLOT: ThreadCell<(u64, u32)> = const { ThreadCell::new((0, 0)) };
+        /// This thread's reference to the pool it used last.
+        static HOME: RefCell<Option<Home>> = const { RefCell::new(None) };
     }
 
     /// The slot this thread pinned last in pool `pool`.
     #[inline]
-    pub(crate) fn get(pool: u64) -> Option<u32> {
-        let (p, slot) = LAST.try_with(ThreadCell::get).unwrap_or((0, 0));
+    pub(crate) fn slot(pool: u64) -> Option<u32> {
+        let (p, slot) = SLOT.try_with(ThreadCell::get).unwrap_or((0, 0));
         (p == pool).then_some(slot)
     }
 
     /// Remembers that this thread pinned `slot` in pool `pool`.
     #[inline]
-    pub(crate) fn set(pool: u64, slot: u32) {
-        let _ = LAST.try_with(|c| c.set((pool, slot)));
+    pub(crate) fn set_slot(pool: u64, slot: u32) {
+        let _ = SLOT.try_with(|c| c.set((pool, slot)));
+    }
+
+    /// This thread's reference to pool `pool`, if it keeps one (moved out:
+    /// a guard holds it until it is returned with [`keep`]).
+    #[inline]
+    pub(crate) fn take<T: Any + Send + Sync>(pool: u64) -> Option<Arc<T>> {
+        let home = HOME
+            .try_with(|h| {
+                let mut h = h.try_borrow_mut().ok()?;
+                match &*h {
+                    Some((p, _)) if *p == pool => h.take().map(|(_, home)| home),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten()?;
+        home.downcast::<T>().ok()
+    }
+
+    /// Keeps `home` (pool `pool`) for this thread's next checkout, in place
+    /// of any other pool's reference.
+    #[inline]
+    pub(crate) fn keep<T: Any + Send + Sync>(pool: u64, home: Arc<T>) {
+        let old = HOME.try_with(|h| match h.try_borrow_mut() {
+            Ok(mut h) => h.replace((pool, home)),
+            Err(_) => None,
+        });
+        // Dropped outside the borrow: it may be a pool's last reference.
+        drop(old);
+    }
+
+    /// Lets go of this thread's reference to pool `pool`, if it keeps one.
+    pub(crate) fn forget(pool: u64) {
+        let old = HOME.try_with(|h| match h.try_borrow_mut() {
+            Ok(mut h) if h.as_ref().is_some_and(|(p, _)| *p == pool) => h.take(),
+            _ => None,
+        });
+        drop(old);
     }
 }
 
@@ -389,9 +445,15 @@ mod tests {
         assert!(st.may_pin(&cfg));
         slots.pin(&mut st, e);
         for _ in 0..3 {
-            let t = slots.try_take(slot, Tick(2), &NO_PING, |m| record(m.id)).unwrap();
+            let t = slots
+                .try_take(slot, Tick(2), &NO_PING, |m| record(m.id))
+                .unwrap();
             assert!(!t.ping);
-            assert!(slots.try_take(slot, Tick(2), &NO_PING, |m| record(m.id)).is_none());
+            assert!(
+                slots
+                    .try_take(slot, Tick(2), &NO_PING, |m| record(m.id))
+                    .is_none()
+            );
             assert_eq!(slots.holders().len(), 1);
             assert!(matches!(slots.park(t.entry, 5), Ok(false)));
         }
@@ -410,7 +472,9 @@ mod tests {
         let (cfg, mut st, slots) = setup(1);
         let e = returned_at(&mut st, &cfg, 1);
         slots.pin(&mut st, e);
-        let t = slots.try_take(0, Tick(2), &NO_PING, |m| record(m.id)).unwrap();
+        let t = slots
+            .try_take(0, Tick(2), &NO_PING, |m| record(m.id))
+            .unwrap();
         // A waiter arrives: it settles, which unpins the slot.
         slots.settle(&mut st);
         assert!(slots.park(t.entry, 0).is_err());
@@ -449,7 +513,11 @@ mod tests {
         let e = returned_at(&mut st, &cfg, 0);
         slots.pin(&mut st, e);
         let late = Tick(2_000_000_000);
-        assert!(slots.try_take(0, late, &NO_PING, |m| record(m.id)).is_none());
+        assert!(
+            slots
+                .try_take(0, late, &NO_PING, |m| record(m.id))
+                .is_none()
+        );
         assert!(slots.steal(&mut st));
         let mut closing = Vec::new();
         assert!(st.pop_idle(late, &mut closing).is_none());

@@ -303,3 +303,33 @@ fn each_pool_at_rest_runs_one_background_thread_and_no_connect_threads() {
     });
     assert_eq!(db.live(), 0);
 }
+
+#[test]
+fn a_dropped_pool_closes_its_connections_at_once_even_if_other_threads_used_it() {
+    let _serial = serial();
+    let db = FaultManager::new();
+    let (manager, dropped) = Tracked::new(&db);
+    let p = Pool::builder().name("c-threads").build(manager).unwrap();
+    // A worker uses the pool, then stays alive: it keeps a reference to the
+    // pool's state for its next checkout (never a connection).
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (used_tx, used_rx) = std::sync::mpsc::channel::<()>();
+    let worker = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            drop(p.get().unwrap());
+            drop(p);
+            used_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        })
+    };
+    used_rx.recv().unwrap();
+    drop(p);
+    // Closed at once: no connection stays open, the background thread stops.
+    assert_eq!(db.live(), 0);
+    background_thread_gone("c-threads");
+    // The rest of its state goes when the worker exits.
+    done_tx.send(()).unwrap();
+    worker.join().unwrap();
+    eventually("the pool's state freed", || dropped.load(Ordering::SeqCst));
+}

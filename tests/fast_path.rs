@@ -164,7 +164,11 @@ fn a_parked_connection_past_the_ping_bypass_is_pinged() {
     clock.advance(Duration::from_secs(1));
     db.fail_next_pings(1);
     let g = p.get().unwrap();
-    assert_eq!(db.pings(), 2, "the parked one failed its ping, the new one passed");
+    assert_eq!(
+        db.pings(),
+        2,
+        "the parked one failed its ping, the new one passed"
+    );
     assert_eq!(p.stats().closed_by.failed_ping, 1);
     drop(g);
     at_rest_with_db(&p, &db);
@@ -195,7 +199,11 @@ fn holders_include_fast_path_checkouts() {
     let holders = p.holders();
     assert_eq!(holders.len(), 1);
     assert_eq!(holders[0].connection_id, Pooled::id(&g));
-    assert!(holders[0].location.contains("fast_path.rs"), "{:?}", holders[0]);
+    assert!(
+        holders[0].location.contains("fast_path.rs"),
+        "{:?}",
+        holders[0]
+    );
     drop(g);
     assert!(p.holders().is_empty());
 }
