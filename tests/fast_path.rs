@@ -13,7 +13,7 @@ use std::time::Duration;
 use cistern::testing::FaultManager;
 use cistern::{Clock, Error, Pooled};
 
-use common::{BuildOn, at_rest, at_rest_with_db, pool, returns_within, sized, wait_for_waiters};
+use common::{BuildOn, at_rest_with_db, pool, returns_within, sized, wait_for_waiters};
 
 /// Gets one connection on a new thread, returns it, and reports its id.
 fn use_once_on_a_new_thread(p: &cistern::Pool<FaultManager>) -> u64 {
