@@ -165,6 +165,7 @@ impl<M: Manager> Shared<M> {
     /// The return path: decide, outside the lock, whether the connection can
     /// be reused (driver code runs here); then, under the lock, hand it to a
     /// waiter, keep it idle, or close it.
+    #[inline]
     pub(crate) fn checkin(
         self: &Arc<Self>,
         mut entry: Entry<M::Connection>,
@@ -191,7 +192,6 @@ impl<M: Manager> Shared<M> {
         // Nanoseconds, not a Duration, on the hot path (no division).
         let held_ns = now.0.saturating_sub(taken.0);
         let id = entry.meta.id;
-        let slot = entry.meta.slot;
         // The fast return: a pinned connection goes back to its cell for
         // this thread's next checkout, without the pool's lock.
         let entry = match reason {
@@ -204,13 +204,27 @@ impl<M: Manager> Shared<M> {
             },
             Some(_) => entry,
         };
+        self.checkin_locked(entry, reason, held_ns, now);
+    }
+
+    /// The locked return: pins the connection to this thread, or gives it to
+    /// `check_in` (a waiter, the idle store, or closing).
+    #[inline(never)]
+    fn checkin_locked(
+        self: &Arc<Self>,
+        entry: Entry<M::Connection>,
+        reason: Option<CloseReason>,
+        held_ns: u64,
+        now: Tick,
+    ) {
+        let (id, slot) = (entry.meta.id, entry.meta.slot);
         let mut closing = Vec::new();
         let (reported, spawn) = {
             let mut st = self.state.lock();
             let reported = self.slots.release(slot);
             st.counters.record_held_ns(held_ns);
             if reason.is_none()
-                && st.may_pin(&self.config)
+                && st.may_pin(&self.config, now)
                 && st.generation == entry.meta.generation
             {
                 self.slots.pin(&mut st, entry);
@@ -239,16 +253,23 @@ impl<M: Manager> Shared<M> {
     #[inline]
     fn returned(&self, id: u64, held_ns: u64, reported: bool) {
         if reported {
-            log::info!(
-                "pool '{}': connection {id}, reported as held too long, came back after {}",
-                self.config.name,
-                crate::fmt_duration(Duration::from_nanos(held_ns))
-            );
+            self.reported_back(id, held_ns);
         }
         if let Some(events) = &self.config.events {
             emit(&self.config.name, "on_checkin", || {
                 events.on_checkin(&self.config.name, id, Duration::from_nanos(held_ns))
             });
         }
+    }
+
+    /// A guard reported as held too long came back: say so once more.
+    #[cold]
+    #[inline(never)]
+    fn reported_back(&self, id: u64, held_ns: u64) {
+        log::info!(
+            "pool '{}': connection {id}, reported as held too long, came back after {}",
+            self.config.name,
+            crate::fmt_duration(Duration::from_nanos(held_ns))
+        );
     }
 }

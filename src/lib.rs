@@ -38,6 +38,13 @@
 //!   may take an idle connection ahead of a waiter only while that waiter has
 //!   waited less than `barging_window` (1 ms): throughput under saturation,
 //!   without starvation. `max_waiting` bounds the queue.
+//! - **Per-thread fast path.** A connection returned while nobody waits (and
+//!   with no shortage in the last 100 ms) is parked for the returning
+//!   thread, whose next `get()` takes it back without the pool's lock. It is
+//!   still idle: other threads take it when nothing else is idle, and the
+//!   first thread that has to wait (or any maintenance round, or `stats()`)
+//!   moves every parked connection back to the shared store, so waiters are
+//!   served first come first served.
 //! - **The timeout error explains itself:** how long it waited, the pool's
 //!   state, the last connect error when connects fail, and the longest-held
 //!   checkouts with their call sites.
@@ -62,7 +69,11 @@
 //!   in debug builds) guards held longer are reported once with a backtrace
 //!   (debug builds). [`Pool::holders`] lists the current holders.
 //! - **Background work** runs on one thread per pool, plus connect threads
-//!   only while connecting. Dropping the last `Pool` handle closes the pool.
+//!   only while connecting. Dropping the last `Pool` handle closes the pool
+//!   (each thread keeps a reference to the pool it used last, so that
+//!   checkouts write nothing shared: a closed pool's settings and manager,
+//!   never a connection, stay allocated until those threads exit or use
+//!   another pool).
 //!
 //! ## Features
 //!

@@ -297,7 +297,7 @@ fn one_pinned_connection() -> (Arc<Config>, Shared, Cells) {
     let cells: Cells = Arc::new(Slots::new(1));
     let entry = checked_out(&st, &cfg);
     let mut g = st.lock();
-    assert!(g.may_pin(&cfg));
+    assert!(g.may_pin(&cfg, Tick(2)));
     cells.pin(&mut g, entry);
     drop(g);
     (cfg, st, cells)
@@ -312,7 +312,7 @@ fn give_back(st: &Shared, cells: &Cells, cfg: &Config, entry: Entry<u32>) {
     let mut closing = Vec::new();
     let mut g = st.lock();
     cells.release(entry.meta.slot);
-    if g.may_pin(cfg) {
+    if g.may_pin(cfg, Tick(2)) {
         cells.pin(&mut g, entry);
     } else {
         cells.settle(&mut g);

@@ -28,6 +28,16 @@ use crate::manager::Manager;
 use crate::slots::{Slots, Taken, local};
 use crate::stats::{self, CloseReason, Stats};
 
+/// What the fast path found in the thread's cell.
+enum Parked<M: Manager> {
+    /// A validated connection, handed out.
+    Out(Pooled<M>),
+    /// Nothing to take (or over age: the slow path closes it).
+    None,
+    /// A connection that failed its validation (closed).
+    Failed,
+}
+
 /// What every handle, guard and background thread of one pool shares.
 pub(crate) struct Shared<M: Manager> {
     pub(crate) config: Config,
@@ -318,11 +328,61 @@ impl<M: Manager> Shared<M> {
         }
     }
 
+    /// A checkout: the fast path (the connection this thread parked last,
+    /// taken back from its cell without the pool's lock, see `slots.rs`),
+    /// else the slow one. Small and inlined, so the guard is built in the
+    /// caller's frame.
+    #[inline]
     pub(crate) fn checkout(
         self: &Arc<Self>,
         timeout: Duration,
         site: &'static Location<'static>,
         may_wait: bool,
+    ) -> Result<Pooled<M>, Error> {
+        let retry = match local::slot(self.id) {
+            Some(slot) => match self.checkout_parked(slot, site) {
+                Parked::Out(guard) => return Ok(guard),
+                Parked::None => false,
+                Parked::Failed => true,
+            },
+            None => false,
+        };
+        self.checkout_slow(timeout, site, may_wait, retry)
+    }
+
+    /// The fast path: takes the connection parked in `slot` and validates it.
+    #[inline]
+    fn checkout_parked(self: &Arc<Self>, slot: u32, site: &'static Location<'static>) -> Parked<M> {
+        let backtrace = self.config.leak_backtraces.then(leak::capture);
+        let thread = leak::thread_tag();
+        let now = self.config.clock.now();
+        let rules = self.ping_rules();
+        let Some(Taken { entry, ping }) = self.slots.try_take(slot, now, &rules, |meta| Checkout {
+            conn_id: meta.id,
+            taken: now,
+            thread,
+            site,
+            backtrace,
+            reported: false,
+        }) else {
+            return Parked::None;
+        };
+        match self.validate(entry, ping, now, None) {
+            Some(entry) => Parked::Out(self.hand_out(entry, now, None)),
+            None => Parked::Failed,
+        }
+    }
+
+    /// The slow path: the shared idle store (or a steal), else a wait.
+    /// `retry`: a parked connection failed its validation just now (the
+    /// deadline starts now).
+    #[inline(never)]
+    fn checkout_slow(
+        self: &Arc<Self>,
+        timeout: Duration,
+        site: &'static Location<'static>,
+        may_wait: bool,
+        retry: bool,
     ) -> Result<Pooled<M>, Error> {
         let backtrace = self.config.leak_backtraces.then(leak::capture);
         let thread = leak::thread_tag();
@@ -336,21 +396,7 @@ impl<M: Manager> Shared<M> {
         };
         // Set when the checkout first has to wait (or retry after a failed
         // validation): the fast paths read no precise clock.
-        let mut started: Option<Instant> = None;
-        // The fastest path: the connection this thread parked last, taken
-        // back from its cell without the pool's lock (see `slots.rs`).
-        if let Some(slot) = local::slot(self.id) {
-            let now = self.config.clock.now();
-            let rules = self.ping_rules();
-            if let Some(Taken { entry, ping }) =
-                self.slots.try_take(slot, now, &rules, |m| record(m, now))
-            {
-                if let Some(entry) = self.validate(entry, ping, now, None) {
-                    return Ok(self.hand_out(entry, now, None));
-                }
-                started = Some(Instant::now());
-            }
-        }
+        let mut started: Option<Instant> = retry.then(Instant::now);
         loop {
             let now = self.config.clock.now();
             let mut closing = Vec::new();
@@ -380,6 +426,7 @@ impl<M: Manager> Shared<M> {
                 // The shared store is empty: take a connection parked for
                 // another thread, if one is.
                 while idle.is_none() && self.slots.steal(&mut st) {
+                    st.last_shortage = Some(now);
                     idle = st.pop_idle(now, &mut closing);
                 }
             }
@@ -430,7 +477,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// The guard for a validated connection (and the checkout event).
-    #[inline]
+    #[inline(always)]
     fn hand_out(
         self: &Arc<Self>,
         entry: Entry<M::Connection>,
@@ -499,6 +546,7 @@ impl<M: Manager> Shared<M> {
                 });
             }
         }
+        st.last_shortage = Some(cfg.clock.now());
         let me = st.enqueue(Instant::now());
         let id = me.id;
         loop {
@@ -559,6 +607,7 @@ impl<M: Manager> Shared<M> {
 
     /// Pings (or asks `is_broken`) and runs the checkout hook, outside the
     /// lock. A connection that fails is closed and `None` returned.
+    #[inline]
     fn validate(
         self: &Arc<Self>,
         mut entry: Entry<M::Connection>,
@@ -613,25 +662,38 @@ impl<M: Manager> Shared<M> {
                 Some(entry)
             }
             Some(reason) => {
-                let spawn = {
-                    let mut st = self.state.lock();
-                    if ping {
-                        st.counters.pings += 1;
-                    }
-                    if reason == CloseReason::FailedPing {
-                        let after = now.plus(Duration::from_nanos(1)).0;
-                        self.suspect_before.fetch_max(after, Ordering::Relaxed);
-                    }
-                    self.slots.unpin_leaving(&mut st, entry.meta.slot);
-                    st.forget(&entry.meta, reason);
-                    st.plan_connect_threads(&self.config)
-                };
-                self.finish(vec![(entry, reason)]);
-                if spawn > 0 {
-                    self.spawn_connectors(spawn);
-                }
+                self.discard(entry, reason, ping, now);
                 None
             }
+        }
+    }
+
+    /// Closes a connection that failed its validation at checkout.
+    #[cold]
+    #[inline(never)]
+    fn discard(
+        self: &Arc<Self>,
+        entry: Entry<M::Connection>,
+        reason: CloseReason,
+        ping: bool,
+        now: Tick,
+    ) {
+        let spawn = {
+            let mut st = self.state.lock();
+            if ping {
+                st.counters.pings += 1;
+            }
+            if reason == CloseReason::FailedPing {
+                let after = now.plus(Duration::from_nanos(1)).0;
+                self.suspect_before.fetch_max(after, Ordering::Relaxed);
+            }
+            self.slots.unpin_leaving(&mut st, entry.meta.slot);
+            st.forget(&entry.meta, reason);
+            st.plan_connect_threads(&self.config)
+        };
+        self.finish(vec![(entry, reason)]);
+        if spawn > 0 {
+            self.spawn_connectors(spawn);
         }
     }
 

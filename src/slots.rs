@@ -442,7 +442,7 @@ mod tests {
         let (cfg, mut st, slots) = setup(2);
         let e = returned_at(&mut st, &cfg, 1);
         let slot = e.meta.slot;
-        assert!(st.may_pin(&cfg));
+        assert!(st.may_pin(&cfg, Tick(2)));
         slots.pin(&mut st, e);
         for _ in 0..3 {
             let t = slots
@@ -468,6 +468,17 @@ mod tests {
     }
 
     #[test]
+    fn returns_do_not_pin_for_a_while_after_a_shortage() {
+        let (cfg, mut st, _) = setup(2);
+        let t0 = Tick(1_000_000_000);
+        assert!(st.may_pin(&cfg, t0), "never short: pins");
+        st.last_shortage = Some(t0);
+        let almost = t0.plus(crate::idle::PIN_HOLDOFF - std::time::Duration::from_nanos(1));
+        assert!(!st.may_pin(&cfg, almost));
+        assert!(st.may_pin(&cfg, t0.plus(crate::idle::PIN_HOLDOFF)));
+    }
+
+    #[test]
     fn a_return_to_an_unpinned_cell_takes_the_locked_path() {
         let (cfg, mut st, slots) = setup(1);
         let e = returned_at(&mut st, &cfg, 1);
@@ -490,7 +501,7 @@ mod tests {
         for e in [old, new, mid] {
             slots.pin(&mut st, e);
         }
-        assert!(!st.may_pin(&cfg), "idle + pinned = pool_size");
+        assert!(!st.may_pin(&cfg, Tick(2)), "idle + pinned = pool_size");
         assert!(slots.steal(&mut st));
         assert_eq!(st.idle.pop().unwrap().meta.id, old_id);
         assert_eq!(st.pinned.len(), 2);
