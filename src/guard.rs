@@ -194,17 +194,19 @@ impl<M: Manager> Shared<M> {
         let id = entry.meta.id;
         // The fast return: a pinned connection goes back to its cell for
         // this thread's next checkout, without the pool's lock.
-        let entry = match reason {
+        // The checkout record ends and the return is counted in the cell,
+        // outside the pool's lock, whichever way the connection goes.
+        let (reported, entry) = match reason {
             None => match self.slots.park(entry, held_ns) {
-                Ok(reported) => {
+                (reported, Ok(())) => {
                     self.returned(id, held_ns, reported);
                     return;
                 }
-                Err(entry) => entry,
+                (reported, Err(entry)) => (reported, entry),
             },
-            Some(_) => entry,
+            Some(_) => (self.slots.release(entry.meta.slot, held_ns), entry),
         };
-        self.checkin_locked(entry, reason, held_ns, now);
+        self.checkin_locked(entry, reason, now, (held_ns, reported));
     }
 
     /// The locked return: pins the connection to this thread, or gives it to
@@ -214,15 +216,13 @@ impl<M: Manager> Shared<M> {
         self: &Arc<Self>,
         entry: Entry<M::Connection>,
         reason: Option<CloseReason>,
-        held_ns: u64,
         now: Tick,
+        (held_ns, reported): (u64, bool),
     ) {
         let (id, slot) = (entry.meta.id, entry.meta.slot);
         let mut closing = Vec::new();
-        let (reported, spawn) = {
+        let spawn = {
             let mut st = self.state.lock();
-            let reported = self.slots.release(slot);
-            st.counters.record_held_ns(held_ns);
             if reason.is_none()
                 && st.may_pin(&self.config, now)
                 && st.generation == entry.meta.generation
@@ -240,7 +240,7 @@ impl<M: Manager> Shared<M> {
             } else {
                 st.plan_connect_threads(&self.config)
             };
-            (reported, spawn)
+            spawn
         };
         self.returned(id, held_ns, reported);
         self.finish(closing);

@@ -306,12 +306,11 @@ fn one_pinned_connection() -> (Arc<Config>, Shared, Cells) {
 /// A return as the guard makes it: parked in its cell while the slot is
 /// pinned, otherwise through the lock (pinned again, or to a waiter).
 fn give_back(st: &Shared, cells: &Cells, cfg: &Config, entry: Entry<u32>) {
-    let Err(entry) = cells.park(entry, 0) else {
+    let (_, Err(entry)) = cells.park(entry, 0) else {
         return;
     };
     let mut closing = Vec::new();
     let mut g = st.lock();
-    cells.release(entry.meta.slot);
     if g.may_pin(cfg, Tick(2)) {
         cells.pin(&mut g, entry);
     } else {

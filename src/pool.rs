@@ -454,13 +454,15 @@ impl<M: Manager> Shared<M> {
                 now
             };
             let ping = entry.meta.needs_ping(now, &self.ping_rules());
-            self.slots.hold(entry.meta.slot, record(&entry.meta, now));
             // A wait is recorded with its checkout, so the histogram counts
             // checkouts only (a pinged one counts once its ping passed).
             if !ping {
                 st.counters.count_checkout(waited);
             }
             drop(st);
+            // The checkout record, in the connection's cell: outside the
+            // pool's lock, which every slow checkout and return queues on.
+            self.slots.hold(entry.meta.slot, record(&entry.meta, now));
             if !closing.is_empty() {
                 self.finish(closing);
             }

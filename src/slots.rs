@@ -154,35 +154,36 @@ impl<C> Slots<C> {
         Some(Taken { entry, ping })
     }
 
-    /// The fast return (no pool lock): parks the connection in its cell if
-    /// the slot is still pinned, counting the return; `Ok(reported)` tells
-    /// whether the checkout had been reported as a leak. `Err` gives the
-    /// connection back for the locked return (the slot was unpinned).
+    /// The fast return (no pool lock): ends the checkout record and counts
+    /// the return (both in the cell), then parks the connection there if the
+    /// slot is still pinned. The `bool` tells whether the checkout had been
+    /// reported as a leak; `Err` gives the connection back for the locked
+    /// return (the slot was unpinned).
     #[inline]
-    pub(crate) fn park(&self, entry: Entry<C>, held_ns: u64) -> Result<bool, Entry<C>> {
+    pub(crate) fn park(&self, entry: Entry<C>, held_ns: u64) -> (bool, Result<(), Entry<C>>) {
         let mut cell = self.cell(entry.meta.slot).lock();
-        if !cell.pinned {
-            return Err(entry);
-        }
         let reported = cell.holder.take().is_some_and(|h| h.reported);
         cell.tally.record_held_ns(held_ns);
+        if !cell.pinned {
+            return (reported, Err(entry));
+        }
         cell.parked = Some(entry);
-        Ok(reported)
+        (reported, Ok(()))
     }
 
-    /// Records the checkout of the slot's connection (slow path).
+    /// Records the checkout of the slot's connection (slow path, after the
+    /// pool's lock is released).
     pub(crate) fn hold(&self, slot: u32, record: Checkout) {
         self.cell(slot).lock().holder = Some(record);
     }
 
-    /// Ends the checkout record of the slot's connection; `true` when it had
-    /// been reported as a leak.
-    pub(crate) fn release(&self, slot: u32) -> bool {
-        self.cell(slot)
-            .lock()
-            .holder
-            .take()
-            .is_some_and(|h| h.reported)
+    /// Ends the checkout record of the slot's connection and counts the
+    /// return (a return that will close it); `true` when it had been
+    /// reported as a leak.
+    pub(crate) fn release(&self, slot: u32, held_ns: u64) -> bool {
+        let mut cell = self.cell(slot).lock();
+        cell.tally.record_held_ns(held_ns);
+        cell.holder.take().is_some_and(|h| h.reported)
     }
 
     /// Pins a returned connection (pool lock held; `may_pin` said yes): it
@@ -201,6 +202,9 @@ impl<C> Slots<C> {
     /// the shared idle store, kept in order of their last return, and those
     /// out with a guard will come back through the locked return.
     pub(crate) fn settle(&self, st: &mut State<C>) {
+        if st.pinned.is_empty() {
+            return;
+        }
         // In the order they were pinned: with equal return times (a coarse
         // clock) the one pinned last ends up newest.
         let mut pinned = std::mem::take(&mut st.pinned);
@@ -455,7 +459,7 @@ mod tests {
                     .is_none()
             );
             assert_eq!(slots.holders().len(), 1);
-            assert!(matches!(slots.park(t.entry, 5), Ok(false)));
+            assert!(matches!(slots.park(t.entry, 5), (false, Ok(()))));
         }
         let mut counters = Counters::default();
         slots.add_tallies(&mut counters);
@@ -488,7 +492,7 @@ mod tests {
             .unwrap();
         // A waiter arrives: it settles, which unpins the slot.
         slots.settle(&mut st);
-        assert!(slots.park(t.entry, 0).is_err());
+        assert!(slots.park(t.entry, 0).1.is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Counters kept under the pool's lock, and the [`Stats`] snapshot built
-//! from them.
+//! from them. Checkouts taken from a thread's cell and every return's hold
+//! time are counted in the connection's cell instead (`slots.rs`, a
+//! `Tally` per cell) and added in when a snapshot is taken.
 //!
 //! Invariant (at rest, when no checkout, return or connect is in flight):
 //! `created - closed_total - detached == open`. Counters only ever grow.
@@ -135,15 +137,6 @@ impl Counters {
         self.wait_sum_ns += u128::from(ns);
         self.wait_max_ns = self.wait_max_ns.max(ns);
         self.waited += 1;
-    }
-
-    /// Counts a return after `ns` nanoseconds held (nanoseconds: the return
-    /// path does no Duration arithmetic).
-    #[inline]
-    pub(crate) fn record_held_ns(&mut self, ns: u64) {
-        self.held_count += 1;
-        self.held_sum_ns += u128::from(ns);
-        self.held_max_ns = self.held_max_ns.max(ns);
     }
 }
 
