@@ -235,12 +235,11 @@ impl<M: Manager> Shared<M> {
                 self.slots.settle(&mut st);
                 st.check_in(&self.config, entry, reason, &mut closing);
             }
-            let spawn = if closing.is_empty() {
+            if closing.is_empty() {
                 0
             } else {
                 st.plan_connect_threads(&self.config)
-            };
-            spawn
+            }
         };
         self.returned(id, held_ns, reported);
         self.finish(closing);
