@@ -507,8 +507,8 @@ fn count_floor(floor: &Floor, n: u64) {
 
 /// `CISTERN_BENCH_CALLGRIND=N`: only N get()+drop per pool, one thread, in
 /// three functions of their own, for `valgrind --tool=callgrind` (see
-/// docs/performance.md): instruction counts are repeatable on a busy
-/// machine where times are not.
+/// README.md, "Counting instructions"): instruction counts are repeatable on
+/// a busy machine where times are not.
 fn callgrind_mode() -> bool {
     let Ok(v) = std::env::var("CISTERN_BENCH_CALLGRIND") else {
         return false;
