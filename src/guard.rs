@@ -163,8 +163,9 @@ impl<M: Manager> Drop for Pooled<M> {
 
 impl<M: Manager> Shared<M> {
     /// The return path: decide, outside the lock, whether the connection can
-    /// be reused (driver code runs here); then, under the lock, hand it to a
-    /// waiter, keep it idle, or close it.
+    /// be reused (driver code runs here); then park it in its cell if its
+    /// slot is pinned (no pool lock), or, under the lock, pin it, hand it to
+    /// a waiter, keep it idle, or close it.
     #[inline]
     pub(crate) fn checkin(
         self: &Arc<Self>,
@@ -227,7 +228,7 @@ impl<M: Manager> Shared<M> {
                 && st.may_pin(&self.config, now)
                 && st.generation == entry.meta.generation
             {
-                self.slots.pin(&mut st, entry);
+                self.slots.pin(&mut st, entry, crate::leak::thread_tag());
                 local::set_slot(self.id, slot);
             } else {
                 // Exact idle figures for the rules of `check_in` (this also

@@ -100,8 +100,8 @@ pub(crate) struct State<C> {
     pub(crate) next_waiter_id: u64,
     pub(crate) next_attempt_id: u64,
     /// Slots pinned to the thread that returned their connection last (see
-    /// `slots.rs`): each connection is parked in its cell or out with that
-    /// thread's guard. Counted in `open`, not in `idle`.
+    /// `slots.rs`): each connection is parked in its cell or out with a
+    /// guard. Counted in `open`, not in `idle`.
     /// Invariants: `idle.len() + pinned.len() <= pool_size`; empty while
     /// `waiters` is not.
     pub(crate) pinned: Vec<u32>,

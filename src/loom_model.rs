@@ -298,7 +298,7 @@ fn one_pinned_connection() -> (Arc<Config>, Shared, Cells) {
     let entry = checked_out(&st, &cfg);
     let mut g = st.lock();
     assert!(g.may_pin(&cfg, Tick(2)));
-    cells.pin(&mut g, entry);
+    cells.pin(&mut g, entry, 1);
     drop(g);
     (cfg, st, cells)
 }
@@ -312,7 +312,7 @@ fn give_back(st: &Shared, cells: &Cells, cfg: &Config, entry: Entry<u32>) {
     let mut closing = Vec::new();
     let mut g = st.lock();
     if g.may_pin(cfg, Tick(2)) {
-        cells.pin(&mut g, entry);
+        cells.pin(&mut g, entry, 1);
     } else {
         cells.settle(&mut g);
         g.check_in(cfg, entry, None, &mut closing);
@@ -331,7 +331,7 @@ fn checkout_like_the_pool(st: &Shared, cells: &Cells, hint: Option<u32>) -> Entr
     let mut closing: Closing<u32> = Vec::new();
     let mut g = st.lock();
     let mut idle = g.pop_idle(Tick(2), &mut closing);
-    while idle.is_none() && cells.steal(&mut g) {
+    while idle.is_none() && cells.steal(&mut g, 2) {
         idle = g.pop_idle(Tick(2), &mut closing);
     }
     if let Some(e) = idle {

@@ -1,7 +1,9 @@
 //! The [`Pool`] handle and the checkout rules.
 //!
-//! Checkout, in order: take the newest idle connection (unless the oldest
-//! waiter has been passed over for longer than `barging_window`); otherwise
+//! Checkout, in order: take back the connection this thread parked last, if
+//! it is still parked (`slots.rs`); else take the newest idle connection
+//! (unless the oldest waiter has been passed over for longer than
+//! `barging_window`), or one parked for a thread (`Slots::steal`); otherwise
 //! queue as a waiter (FIFO) and ask for a connect; a returned or newly opened
 //! connection is handed to the oldest waiter. Before handing a connection
 //! out, ping it (outside `ping_bypass`) or at least ask `is_broken`; a
@@ -28,11 +30,20 @@ use crate::manager::Manager;
 use crate::slots::{Slots, Taken, local};
 use crate::stats::{self, CloseReason, Stats};
 
+/// Who checks out: the thread's tag, the call site of `get()`, and the
+/// backtrace when `leak_backtraces` is on (captured once per checkout).
+type Who<'a> = (
+    u64,
+    &'static Location<'static>,
+    &'a Option<Arc<std::backtrace::Backtrace>>,
+);
+
 /// What the fast path found in the thread's cell.
 enum Parked<M: Manager> {
     /// A validated connection, handed out.
     Out(Pooled<M>),
-    /// Nothing to take (or over age: the slow path closes it).
+    /// Nothing to take (or over age: it stays parked until a steal, a
+    /// settle or a maintenance round closes it).
     None,
     /// A connection that failed its validation (closed).
     Failed,
@@ -49,7 +60,8 @@ pub(crate) struct Shared<M: Manager> {
     /// Unique in the process (what threads remember of a pool names it).
     pub(crate) id: u64,
     /// `State::closed`, readable without the lock (set with it held): a
-    /// closed pool is not kept in threads' memory (`slots::local`).
+    /// guard returned to a closed pool does not keep it in its thread's
+    /// memory (`slots::local`).
     pub(crate) closed: AtomicBool,
     /// A ping failed at this [`Tick`]: connections last validated before it
     /// are pinged on their next checkout. Only grows; written under `state`'s
@@ -324,7 +336,7 @@ impl<M: Manager> Shared<M> {
         PingRules {
             pre_ping: self.config.pre_ping,
             bypass: self.config.ping_bypass,
-            suspect_before: Tick(self.suspect_before.load(Ordering::Relaxed)),
+            suspect_before: Tick(self.suspect_before.load(Ordering::Acquire)),
         }
     }
 
@@ -339,22 +351,24 @@ impl<M: Manager> Shared<M> {
         site: &'static Location<'static>,
         may_wait: bool,
     ) -> Result<Pooled<M>, Error> {
+        let backtrace = self.config.leak_backtraces.then(leak::capture);
+        let thread = leak::thread_tag();
+        let who = (thread, site, &backtrace);
         let retry = match local::slot(self.id) {
-            Some(slot) => match self.checkout_parked(slot, site) {
+            Some(slot) => match self.checkout_parked(slot, who) {
                 Parked::Out(guard) => return Ok(guard),
                 Parked::None => false,
                 Parked::Failed => true,
             },
             None => false,
         };
-        self.checkout_slow(timeout, site, may_wait, retry)
+        self.checkout_slow(timeout, who, may_wait, retry)
     }
 
     /// The fast path: takes the connection parked in `slot` and validates it.
     #[inline]
-    fn checkout_parked(self: &Arc<Self>, slot: u32, site: &'static Location<'static>) -> Parked<M> {
-        let backtrace = self.config.leak_backtraces.then(leak::capture);
-        let thread = leak::thread_tag();
+    fn checkout_parked(self: &Arc<Self>, slot: u32, who: Who<'_>) -> Parked<M> {
+        let (thread, site, backtrace) = who;
         let now = self.config.clock.now();
         let rules = self.ping_rules();
         let Some(Taken { entry, ping }) = self.slots.try_take(slot, now, &rules, |meta| Checkout {
@@ -362,7 +376,7 @@ impl<M: Manager> Shared<M> {
             taken: now,
             thread,
             site,
-            backtrace,
+            backtrace: backtrace.clone(),
             reported: false,
         }) else {
             return Parked::None;
@@ -380,12 +394,11 @@ impl<M: Manager> Shared<M> {
     fn checkout_slow(
         self: &Arc<Self>,
         timeout: Duration,
-        site: &'static Location<'static>,
+        who: Who<'_>,
         may_wait: bool,
         retry: bool,
     ) -> Result<Pooled<M>, Error> {
-        let backtrace = self.config.leak_backtraces.then(leak::capture);
-        let thread = leak::thread_tag();
+        let (thread, site, backtrace) = who;
         let record = |meta: &crate::entry::Meta, taken: Tick| Checkout {
             conn_id: meta.id,
             taken,
@@ -425,8 +438,14 @@ impl<M: Manager> Shared<M> {
                 idle = st.pop_idle(now, &mut closing);
                 // The shared store is empty: take a connection parked for
                 // another thread, if one is.
-                while idle.is_none() && self.slots.steal(&mut st) {
+                while idle.is_none() && self.slots.steal(&mut st, thread) {
                     st.last_shortage = Some(now);
+                    idle = st.pop_idle(now, &mut closing);
+                }
+                // A checkout that will not wait looks at every parked
+                // connection, busy cells included, before it gives up.
+                if idle.is_none() && (timeout.is_zero() || !may_wait) && !st.pinned.is_empty() {
+                    self.slots.settle(&mut st);
                     idle = st.pop_idle(now, &mut closing);
                 }
             }
@@ -687,7 +706,7 @@ impl<M: Manager> Shared<M> {
             }
             if reason == CloseReason::FailedPing {
                 let after = now.plus(Duration::from_nanos(1)).0;
-                self.suspect_before.fetch_max(after, Ordering::Relaxed);
+                self.suspect_before.fetch_max(after, Ordering::Release);
             }
             self.slots.unpin_leaving(&mut st, entry.meta.slot);
             st.forget(&entry.meta, reason);

@@ -11,13 +11,14 @@
 //!
 //! ## Pinning
 //!
-//! A return that finds no waiter and room among the idle connections *pins*
-//! the connection: its slot is listed in `State::pinned`, the connection is
+//! A return that finds no waiter, no shortage in the last 100 ms
+//! (`PIN_HOLDOFF`) and room among the idle connections *pins* the
+//! connection: its slot is listed in `State::pinned`, the connection is
 //! parked in its cell, and the returning thread remembers the slot
 //! ([`local`]). That thread's next `get()` takes the connection back from the
 //! cell, and its next return parks it there again, touching only the cell's
 //! lock: a line no other thread writes, so checkouts on different threads do
-//! not contend, and nothing on the way reads or writes the pool's lock.
+//! not contend. The pool's lock is taken on that path only for a due ping.
 //!
 //! A pinned connection stays pinned while it goes back and forth between the
 //! cell and its guard; the pool's locked state counts it as open, and as
@@ -82,6 +83,9 @@ pub(crate) struct Cell<C> {
     pub(crate) parked: Option<Entry<C>>,
     /// Listed in `State::pinned`: returns park here without the pool's lock.
     pub(crate) pinned: bool,
+    /// The thread that pinned it (its leak-tracking tag): a steal by that
+    /// thread takes its own parked connections first, newest first.
+    pub(crate) owner: u64,
     /// The checkout in progress, if the connection is out.
     pub(crate) holder: Option<Checkout>,
     pub(crate) tally: Tally,
@@ -113,6 +117,7 @@ impl<C> Slots<C> {
                     Padded(Mutex::new(Cell {
                         parked: None,
                         pinned: false,
+                        owner: 0,
                         holder: None,
                         tally: Tally::default(),
                     }))
@@ -128,8 +133,8 @@ impl<C> Slots<C> {
     /// The fast checkout (no pool lock): takes the connection parked in
     /// `slot` if there is one and it is not over age, records the checkout
     /// (`record`) and, when no ping is due, counts it. `None`: take the slow
-    /// path (nothing parked, the cell busy with a settle, or over age: the
-    /// slow path closes it).
+    /// path (nothing parked, the cell busy, or over age: it stays parked
+    /// until a steal, a settle or the next maintenance round closes it).
     #[inline]
     pub(crate) fn try_take(
         &self,
@@ -189,11 +194,12 @@ impl<C> Slots<C> {
     /// Pins a returned connection (pool lock held; `may_pin` said yes): it
     /// is parked in its cell for the returning thread, which the caller
     /// records with [`local::set_slot`].
-    pub(crate) fn pin(&self, st: &mut State<C>, entry: Entry<C>) {
+    pub(crate) fn pin(&self, st: &mut State<C>, entry: Entry<C>, owner: u64) {
         let slot = entry.meta.slot;
         let mut cell = self.cell(slot).lock();
         debug_assert!(!cell.pinned && cell.parked.is_none());
         cell.pinned = true;
+        cell.owner = owner;
         cell.parked = Some(entry);
         st.pinned.push(slot);
     }
@@ -221,30 +227,38 @@ impl<C> Slots<C> {
         st.pinned = pinned;
     }
 
-    /// Moves the parked connection returned longest ago to the shared idle
-    /// store and unpins its slot (pool lock held), for a thread that found
-    /// the store empty; `false` when none is free to take.
+    /// Moves one parked connection to the shared idle store and unpins its
+    /// slot (pool lock held), for thread `me` that found the store empty;
+    /// `false` when none is free to take.
     ///
-    /// Oldest first, unlike the shared store: the connection parked longest
-    /// is the one its thread is least likely to come back for (a thread
-    /// that moved on to another slot leaves its old one parked), while
-    /// taking a busy thread's connection makes that thread steal in turn.
-    /// Cells are only tried (`try_lock`): a cell whose thread holds its lock
-    /// (and may be preempted) is skipped, not waited for under the pool's
-    /// lock.
-    pub(crate) fn steal(&self, st: &mut State<C>) -> bool {
+    /// The thread's own parked connections first, newest first (what the
+    /// shared store would have handed it: a thread that returned several
+    /// gets them back in LIFO order); otherwise the one parked longest, the
+    /// one its thread is least likely to come back for, since taking a busy
+    /// thread's connection makes that thread steal in turn. The scan only
+    /// tries the cells (`try_lock`): a cell busy with a checkout, a return,
+    /// `holders()` or `stats()` is skipped rather than waited for under the
+    /// pool's lock; the chosen cell is then locked, which waits at most for
+    /// such a short section.
+    pub(crate) fn steal(&self, st: &mut State<C>, me: u64) -> bool {
+        let mut own: Option<(usize, Tick)> = None;
         let mut oldest: Option<(usize, Tick)> = None;
         for (i, slot) in st.pinned.iter().enumerate() {
             let Some(cell) = self.cell(*slot).try_lock() else {
                 continue;
             };
             if let Some(e) = &cell.parked {
-                if oldest.is_none_or(|(_, t)| e.meta.last_used < t) {
-                    oldest = Some((i, e.meta.last_used));
+                let t = e.meta.last_used;
+                if cell.owner == me {
+                    if own.is_none_or(|(_, o)| t >= o) {
+                        own = Some((i, t));
+                    }
+                } else if oldest.is_none_or(|(_, o)| t < o) {
+                    oldest = Some((i, t));
                 }
             }
         }
-        let Some((i, _)) = oldest else {
+        let Some((i, _)) = own.or(oldest) else {
             return false;
         };
         let slot = st.pinned.remove(i);
@@ -260,7 +274,7 @@ impl<C> Slots<C> {
                 st.insert_idle(e);
                 true
             }
-            None => self.steal(st),
+            None => self.steal(st, me),
         }
     }
 
@@ -317,7 +331,7 @@ impl<C> Slots<C> {
                 st.pinned.len()
             ));
         }
-        if st.pinned.is_empty() && held > st.in_use() {
+        if held > st.in_use() {
             problem = Some(format!("{held} holder records > in use {}", st.in_use()));
         }
         problem.map_or(Ok(()), Err)
@@ -333,9 +347,9 @@ impl<C> Slots<C> {
 /// One pool at a time: a thread that alternates between pools takes the
 /// slow path and clones. The reference keeps the pool's shared state (its
 /// settings and manager, never a connection) allocated after the pool is
-/// closed, until the thread exits or uses another pool; a closed pool is
-/// never kept, and the thread that drops the last `Pool` handle lets go of
-/// its own at once.
+/// closed, until the thread exits or uses another pool. A guard returned to
+/// a pool already closed does not keep it, and the thread that drops the
+/// last `Pool` handle lets go of its own at once.
 pub(crate) mod local {
     use std::any::Any;
     use std::cell::RefCell;
@@ -447,7 +461,7 @@ mod tests {
         let e = returned_at(&mut st, &cfg, 1);
         let slot = e.meta.slot;
         assert!(st.may_pin(&cfg, Tick(2)));
-        slots.pin(&mut st, e);
+        slots.pin(&mut st, e, 1);
         for _ in 0..3 {
             let t = slots
                 .try_take(slot, Tick(2), &NO_PING, |m| record(m.id))
@@ -486,7 +500,7 @@ mod tests {
     fn a_return_to_an_unpinned_cell_takes_the_locked_path() {
         let (cfg, mut st, slots) = setup(1);
         let e = returned_at(&mut st, &cfg, 1);
-        slots.pin(&mut st, e);
+        slots.pin(&mut st, e, 1);
         let t = slots
             .try_take(0, Tick(2), &NO_PING, |m| record(m.id))
             .unwrap();
@@ -503,17 +517,34 @@ mod tests {
         let mid = returned_at(&mut st, &cfg, 20);
         let (old_id, mid_id, new_id) = (old.meta.id, mid.meta.id, new.meta.id);
         for e in [old, new, mid] {
-            slots.pin(&mut st, e);
+            slots.pin(&mut st, e, 1);
         }
         assert!(!st.may_pin(&cfg, Tick(2)), "idle + pinned = pool_size");
-        assert!(slots.steal(&mut st));
+        // Thread 2 takes thread 1's connection parked longest.
+        assert!(slots.steal(&mut st, 2));
         assert_eq!(st.idle.pop().unwrap().meta.id, old_id);
         assert_eq!(st.pinned.len(), 2);
         // The rest, in the shared store newest last (handed out first).
         slots.settle(&mut st);
         let ids: Vec<u64> = st.idle.iter().map(|e| e.meta.id).collect();
         assert_eq!(ids, [mid_id, new_id]);
-        assert!(!slots.steal(&mut st), "nothing parked any more");
+        assert!(!slots.steal(&mut st, 2), "nothing parked any more");
+    }
+
+    #[test]
+    fn a_thread_steals_its_own_parked_connections_first_newest_first() {
+        let (cfg, mut st, slots) = setup(3);
+        let mine_old = returned_at(&mut st, &cfg, 10);
+        let theirs = returned_at(&mut st, &cfg, 5);
+        let mine_new = returned_at(&mut st, &cfg, 20);
+        let (old_id, new_id) = (mine_old.meta.id, mine_new.meta.id);
+        slots.pin(&mut st, mine_old, 7);
+        slots.pin(&mut st, theirs, 8);
+        slots.pin(&mut st, mine_new, 7);
+        assert!(slots.steal(&mut st, 7));
+        assert_eq!(st.idle.pop().unwrap().meta.id, new_id);
+        assert!(slots.steal(&mut st, 7));
+        assert_eq!(st.idle.pop().unwrap().meta.id, old_id);
     }
 
     #[test]
@@ -526,14 +557,14 @@ mod tests {
             .unwrap();
         let (mut st, slots) = (State::new(1), Slots::new(1));
         let e = returned_at(&mut st, &cfg, 0);
-        slots.pin(&mut st, e);
+        slots.pin(&mut st, e, 1);
         let late = Tick(2_000_000_000);
         assert!(
             slots
                 .try_take(0, late, &NO_PING, |m| record(m.id))
                 .is_none()
         );
-        assert!(slots.steal(&mut st));
+        assert!(slots.steal(&mut st, 2));
         let mut closing = Vec::new();
         assert!(st.pop_idle(late, &mut closing).is_none());
         assert_eq!(closing.len(), 1, "closed as recycled");

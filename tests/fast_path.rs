@@ -38,13 +38,62 @@ fn a_thread_gets_back_the_connection_it_returned() {
     at_rest_with_db(&p, &db);
 }
 
+/// Thread A holds X while this thread holds Y; A returns X, then this
+/// thread returns Y, so Y is the newest idle connection; then A asks again.
+/// The shared store alone would hand A the newest, Y: only the fast path
+/// gives A its own X back. A maintenance round (at most one a second) landing
+/// between the returns and A's checkout moves parked connections back to the
+/// shared store, which the semantics allow: the caller tries again.
+fn a_gets_x_back(p: &cistern::Pool<FaultManager>) -> bool {
+    let (to_main, from_a) = mpsc::channel();
+    let (to_a, from_main) = mpsc::channel::<()>();
+    let a = {
+        let p = p.clone();
+        thread::spawn(move || {
+            let x = p.get().unwrap();
+            let id = Pooled::id(&x);
+            to_main.send(id).unwrap();
+            from_main.recv().unwrap(); // this thread holds Y now
+            drop(x);
+            to_main.send(id).unwrap();
+            from_main.recv().unwrap(); // Y returned, after X
+            Pooled::id(&p.get().unwrap()) == id
+        })
+    };
+    let x = from_a.recv().unwrap();
+    let y = p.get().unwrap();
+    assert_ne!(Pooled::id(&y), x);
+    to_a.send(()).unwrap();
+    from_a.recv().unwrap();
+    drop(y);
+    to_a.send(()).unwrap();
+    a.join().unwrap()
+}
+
+#[test]
+fn a_thread_gets_back_its_own_connection_not_the_newest() {
+    let db = FaultManager::new();
+    // Both connections open before the start: a checkout that waits for a
+    // connect is a shortage, after which returns do not park for 100 ms.
+    let p = sized(4, 0)
+        .min_idle(2)
+        .warm_up(cistern::WarmUp::Required)
+        .build_on(&db);
+    // Three tries: a maintenance round inside the few microseconds between
+    // the returns and the checkout is rare; without the fast path every try
+    // fails.
+    let ok = (0..3).any(|_| a_gets_x_back(&p));
+    assert!(
+        ok,
+        "thread A was handed the newest connection instead of its own, three times"
+    );
+    at_rest_with_db(&p, &db);
+}
+
 #[test]
 fn threads_sharing_a_pool_need_no_more_connections_than_threads() {
     let db = FaultManager::new();
-    let p = sized(8, 0)
-        .min_idle(4)
-        .warm_up(cistern::WarmUp::Required)
-        .build_on(&db);
+    let p = sized(8, 0).build_on(&db);
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let p = p.clone();
@@ -61,7 +110,7 @@ fn threads_sharing_a_pool_need_no_more_connections_than_threads() {
         assert!(t.join().unwrap() >= 1);
     }
     let s = p.stats();
-    assert_eq!(s.created, 4, "warmed up with 4, never needed more: {s:?}");
+    assert!(s.created <= 4, "one connection per thread at most: {s:?}");
     assert_eq!(s.checkouts, 8000, "{s:?}");
     assert_eq!(s.held.count, 8000, "{s:?}");
     at_rest_with_db(&p, &db);

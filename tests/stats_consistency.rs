@@ -13,7 +13,8 @@ use cistern::{CloseReason, Pool, Pooled, Stats};
 use common::{BuildOn, assert_counters_add_up, eventually, sized};
 
 /// The accounting identity and the histogram's shape, which hold in every
-/// snapshot (the pool updates the numbers involved under one lock).
+/// snapshot (`stats()` reads the pool's counters under its lock and adds the
+/// per-connection cells' counts, each under its cell's lock).
 fn assert_adds_up(s: &Stats) {
     assert_counters_add_up(s);
     assert_eq!(s.open, s.idle + s.in_use, "{s:#?}");
