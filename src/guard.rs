@@ -193,10 +193,9 @@ impl<M: Manager> Shared<M> {
         // Nanoseconds, not a Duration, on the hot path (no division).
         let held_ns = now.0.saturating_sub(taken.0);
         let id = entry.meta.id;
-        // The fast return: a pinned connection goes back to its cell for
-        // this thread's next checkout, without the pool's lock.
         // The checkout record ends and the return is counted in the cell,
-        // outside the pool's lock, whichever way the connection goes.
+        // outside the pool's lock, whichever way the connection goes; a
+        // pinned connection stays there for this thread's next checkout.
         let (reported, entry) = match reason {
             None => match self.slots.park(entry, held_ns) {
                 (reported, Ok(())) => {
@@ -224,10 +223,7 @@ impl<M: Manager> Shared<M> {
         let mut closing = Vec::new();
         let spawn = {
             let mut st = self.state.lock();
-            if reason.is_none()
-                && st.may_pin(&self.config, now)
-                && st.generation == entry.meta.generation
-            {
+            if reason.is_none() && st.may_pin(&self.config, &entry.meta, now) {
                 self.slots.pin(&mut st, entry, crate::leak::thread_tag());
                 local::set_slot(self.id, slot);
             } else {

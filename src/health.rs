@@ -503,12 +503,15 @@ impl<M: Manager> Pool<M> {
         let held_too_long = match config.leak_threshold {
             Some(threshold) => {
                 let now = config.clock.now();
-                self.shared()
-                    .slots
-                    .holders()
-                    .iter()
-                    .filter(|c| now.since(c.taken) >= threshold)
-                    .count()
+                let mut n = 0;
+                self.shared().slots.each(|cell| {
+                    let held_long = cell
+                        .holder
+                        .as_ref()
+                        .is_some_and(|c| now.since(c.taken) >= threshold);
+                    n += usize::from(held_long);
+                });
+                n
             }
             None => 0,
         };

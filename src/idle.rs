@@ -210,11 +210,13 @@ impl<C> State<C> {
         self.idle.insert(at, e);
     }
 
-    /// Whether a connection coming back at `now` may be pinned to its
-    /// thread: nobody waits or has waited for [`PIN_HOLDOFF`], and the idle
-    /// ones, pinned included, leave room.
-    pub(crate) fn may_pin(&self, cfg: &Config, now: Tick) -> bool {
+    /// Whether a connection (`meta`) coming back at `now` may be pinned to
+    /// its thread: it is of the current generation, nobody waits or has
+    /// waited for [`PIN_HOLDOFF`], and the idle ones, pinned included, leave
+    /// room.
+    pub(crate) fn may_pin(&self, cfg: &Config, meta: &Meta, now: Tick) -> bool {
         !self.closed
+            && meta.generation == self.generation
             && self.waiters.is_empty()
             && self
                 .last_shortage

@@ -297,7 +297,7 @@ fn one_pinned_connection() -> (Arc<Config>, Shared, Cells) {
     let cells: Cells = Arc::new(Slots::new(1));
     let entry = checked_out(&st, &cfg);
     let mut g = st.lock();
-    assert!(g.may_pin(&cfg, Tick(2)));
+    assert!(g.may_pin(&cfg, &entry.meta, Tick(2)));
     cells.pin(&mut g, entry, 1);
     drop(g);
     (cfg, st, cells)
@@ -311,7 +311,7 @@ fn give_back(st: &Shared, cells: &Cells, cfg: &Config, entry: Entry<u32>) {
     };
     let mut closing = Vec::new();
     let mut g = st.lock();
-    if g.may_pin(cfg, Tick(2)) {
+    if g.may_pin(cfg, &entry.meta, Tick(2)) {
         cells.pin(&mut g, entry, 1);
     } else {
         cells.settle(&mut g);

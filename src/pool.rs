@@ -38,6 +38,20 @@ type Who<'a> = (
     &'a Option<Arc<std::backtrace::Backtrace>>,
 );
 
+/// The holder record of a checkout of `meta`'s connection taken at `taken`.
+#[inline]
+fn checkout_record(who: Who<'_>, meta: &crate::entry::Meta, taken: Tick) -> Checkout {
+    let (thread, site, backtrace) = who;
+    Checkout {
+        conn_id: meta.id,
+        taken,
+        thread,
+        site,
+        backtrace: backtrace.clone(),
+        reported: false,
+    }
+}
+
 /// What the fast path found in the thread's cell.
 enum Parked<M: Manager> {
     /// A validated connection, handed out.
@@ -368,17 +382,12 @@ impl<M: Manager> Shared<M> {
     /// The fast path: takes the connection parked in `slot` and validates it.
     #[inline]
     fn checkout_parked(self: &Arc<Self>, slot: u32, who: Who<'_>) -> Parked<M> {
-        let (thread, site, backtrace) = who;
         let now = self.config.clock.now();
         let rules = self.ping_rules();
-        let Some(Taken { entry, ping }) = self.slots.try_take(slot, now, &rules, |meta| Checkout {
-            conn_id: meta.id,
-            taken: now,
-            thread,
-            site,
-            backtrace: backtrace.clone(),
-            reported: false,
-        }) else {
+        let Some(Taken { entry, ping }) = self
+            .slots
+            .try_take(slot, now, &rules, |meta| checkout_record(who, meta, now))
+        else {
             return Parked::None;
         };
         match self.validate(entry, ping, now, None) {
@@ -398,15 +407,7 @@ impl<M: Manager> Shared<M> {
         may_wait: bool,
         retry: bool,
     ) -> Result<Pooled<M>, Error> {
-        let (thread, site, backtrace) = who;
-        let record = |meta: &crate::entry::Meta, taken: Tick| Checkout {
-            conn_id: meta.id,
-            taken,
-            thread,
-            site,
-            backtrace: backtrace.clone(),
-            reported: false,
-        };
+        let thread = who.0;
         // Set when the checkout first has to wait (or retry after a failed
         // validation): the fast paths read no precise clock.
         let mut started: Option<Instant> = retry.then(Instant::now);
@@ -481,7 +482,8 @@ impl<M: Manager> Shared<M> {
             drop(st);
             // The checkout record, in the connection's cell: outside the
             // pool's lock, which every slow checkout and return queues on.
-            self.slots.hold(entry.meta.slot, record(&entry.meta, now));
+            self.slots
+                .hold(entry.meta.slot, checkout_record(who, &entry.meta, now));
             if !closing.is_empty() {
                 self.finish(closing);
             }

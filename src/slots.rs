@@ -91,6 +91,16 @@ pub(crate) struct Cell<C> {
     pub(crate) tally: Tally,
 }
 
+impl<C> Cell<C> {
+    /// Ends the checkout record and counts the return; `true` when the
+    /// checkout had been reported as a leak.
+    #[inline]
+    fn end_checkout(&mut self, held_ns: u64) -> bool {
+        self.tally.record_held_ns(held_ns);
+        self.holder.take().is_some_and(|h| h.reported)
+    }
+}
+
 /// A cell on cache lines of its own, so that threads using neighbouring
 /// slots do not write to the same line.
 #[repr(align(128))]
@@ -167,8 +177,7 @@ impl<C> Slots<C> {
     #[inline]
     pub(crate) fn park(&self, entry: Entry<C>, held_ns: u64) -> (bool, Result<(), Entry<C>>) {
         let mut cell = self.cell(entry.meta.slot).lock();
-        let reported = cell.holder.take().is_some_and(|h| h.reported);
-        cell.tally.record_held_ns(held_ns);
+        let reported = cell.end_checkout(held_ns);
         if !cell.pinned {
             return (reported, Err(entry));
         }
@@ -186,9 +195,15 @@ impl<C> Slots<C> {
     /// return (a return that will close it); `true` when it had been
     /// reported as a leak.
     pub(crate) fn release(&self, slot: u32, held_ns: u64) -> bool {
+        self.cell(slot).lock().end_checkout(held_ns)
+    }
+
+    /// Unpins `slot` (pool lock held, the caller updates `State::pinned`)
+    /// and takes the connection parked there, if any.
+    fn unpin(&self, slot: u32) -> Option<Entry<C>> {
         let mut cell = self.cell(slot).lock();
-        cell.tally.record_held_ns(held_ns);
-        cell.holder.take().is_some_and(|h| h.reported)
+        cell.pinned = false;
+        cell.parked.take()
     }
 
     /// Pins a returned connection (pool lock held; `may_pin` said yes): it
@@ -215,12 +230,7 @@ impl<C> Slots<C> {
         // clock) the one pinned last ends up newest.
         let mut pinned = std::mem::take(&mut st.pinned);
         for slot in pinned.drain(..) {
-            let parked = {
-                let mut cell = self.cell(slot).lock();
-                cell.pinned = false;
-                cell.parked.take()
-            };
-            if let Some(e) = parked {
+            if let Some(e) = self.unpin(slot) {
                 st.insert_idle(e);
             }
         }
@@ -262,14 +272,9 @@ impl<C> Slots<C> {
             return false;
         };
         let slot = st.pinned.remove(i);
-        let parked = {
-            let mut cell = self.cell(slot).lock();
-            cell.pinned = false;
-            cell.parked.take()
-        };
         // Taken by a fast checkout since the scan: the slot is unpinned all
         // the same (its return takes the locked path); look again.
-        match parked {
+        match self.unpin(slot) {
             Some(e) => {
                 st.insert_idle(e);
                 true
@@ -438,6 +443,12 @@ mod tests {
         Entry::new(meta.id as u32, meta)
     }
 
+    /// A connection of the pool's current generation (what `may_pin` looks
+    /// at besides the pool's state).
+    fn any_meta(st: &State<u32>) -> Meta {
+        Meta::new(99, 0, Tick(0), None, 0.0, st.generation)
+    }
+
     fn record(conn_id: u64) -> Checkout {
         Checkout {
             conn_id,
@@ -460,7 +471,7 @@ mod tests {
         let (cfg, mut st, slots) = setup(2);
         let e = returned_at(&mut st, &cfg, 1);
         let slot = e.meta.slot;
-        assert!(st.may_pin(&cfg, Tick(2)));
+        assert!(st.may_pin(&cfg, &any_meta(&st), Tick(2)));
         slots.pin(&mut st, e, 1);
         for _ in 0..3 {
             let t = slots
@@ -489,11 +500,11 @@ mod tests {
     fn returns_do_not_pin_for_a_while_after_a_shortage() {
         let (cfg, mut st, _) = setup(2);
         let t0 = Tick(1_000_000_000);
-        assert!(st.may_pin(&cfg, t0), "never short: pins");
+        assert!(st.may_pin(&cfg, &any_meta(&st), t0), "never short: pins");
         st.last_shortage = Some(t0);
         let almost = t0.plus(crate::idle::PIN_HOLDOFF - std::time::Duration::from_nanos(1));
-        assert!(!st.may_pin(&cfg, almost));
-        assert!(st.may_pin(&cfg, t0.plus(crate::idle::PIN_HOLDOFF)));
+        assert!(!st.may_pin(&cfg, &any_meta(&st), almost));
+        assert!(st.may_pin(&cfg, &any_meta(&st), t0.plus(crate::idle::PIN_HOLDOFF)));
     }
 
     #[test]
@@ -519,7 +530,10 @@ mod tests {
         for e in [old, new, mid] {
             slots.pin(&mut st, e, 1);
         }
-        assert!(!st.may_pin(&cfg, Tick(2)), "idle + pinned = pool_size");
+        assert!(
+            !st.may_pin(&cfg, &any_meta(&st), Tick(2)),
+            "idle + pinned = pool_size"
+        );
         // Thread 2 takes thread 1's connection parked longest.
         assert!(slots.steal(&mut st, 2));
         assert_eq!(st.idle.pop().unwrap().meta.id, old_id);

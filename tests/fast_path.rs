@@ -11,9 +11,11 @@ use std::thread;
 use std::time::Duration;
 
 use cistern::testing::FaultManager;
-use cistern::{Clock, Error, Pooled};
+use cistern::{Error, Pooled};
 
-use common::{BuildOn, at_rest_with_db, pool, returns_within, sized, wait_for_waiters};
+use common::{
+    BuildOn, at_rest_with_db, on_manual_clock, pool, returns_within, sized, wait_for_waiters,
+};
 
 /// Gets one connection on a new thread, returns it, and reports its id.
 fn use_once_on_a_new_thread(p: &cistern::Pool<FaultManager>) -> u64 {
@@ -98,16 +100,14 @@ fn threads_sharing_a_pool_need_no_more_connections_than_threads() {
         .map(|_| {
             let p = p.clone();
             thread::spawn(move || {
-                let mut ids = std::collections::HashSet::new();
                 for _ in 0..2000 {
-                    ids.insert(Pooled::id(&p.get().unwrap()));
+                    drop(p.get().unwrap());
                 }
-                ids.len()
             })
         })
         .collect();
     for t in threads {
-        assert!(t.join().unwrap() >= 1);
+        t.join().unwrap();
     }
     let s = p.stats();
     assert!(s.created <= 4, "one connection per thread at most: {s:?}");
@@ -164,12 +164,7 @@ fn a_waiter_gets_the_connection_before_the_thread_it_was_parked_for() {
 
 #[test]
 fn parked_connections_idle_out() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = sized(2, 0)
-        .idle_timeout(Duration::from_secs(60))
-        .clock(clock.clone())
-        .build_on(&db);
+    let (db, clock, p) = on_manual_clock(sized(2, 0).idle_timeout(Duration::from_secs(60)));
     let id = Pooled::id(&p.get().unwrap());
     clock.advance(Duration::from_secs(61));
     p.run_maintenance();
@@ -183,13 +178,11 @@ fn parked_connections_idle_out() {
 
 #[test]
 fn an_over_age_parked_connection_is_closed_not_handed_out() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = sized(2, 0)
-        .recycle_after(Duration::from_secs(60))
-        .recycle_spread(0.0)
-        .clock(clock.clone())
-        .build_on(&db);
+    let (db, clock, p) = on_manual_clock(
+        sized(2, 0)
+            .recycle_after(Duration::from_secs(60))
+            .recycle_spread(0.0),
+    );
     let id = Pooled::id(&p.get().unwrap());
     clock.advance(Duration::from_secs(61));
     let g = p.get().unwrap();
@@ -201,12 +194,7 @@ fn an_over_age_parked_connection_is_closed_not_handed_out() {
 
 #[test]
 fn a_parked_connection_past_the_ping_bypass_is_pinged() {
-    let db = FaultManager::new();
-    let clock = Clock::manual();
-    let p = sized(1, 0)
-        .ping_bypass(Duration::from_millis(500))
-        .clock(clock.clone())
-        .build_on(&db);
+    let (db, clock, p) = on_manual_clock(sized(1, 0).ping_bypass(Duration::from_millis(500)));
     drop(p.get().unwrap());
     drop(p.get().unwrap());
     assert_eq!(db.pings(), 0, "used moments ago: no ping");

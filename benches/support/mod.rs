@@ -394,8 +394,13 @@ pub fn selected(label: &str) -> bool {
     std::env::var("CISTERN_BENCH_ONLY").map_or(true, |f| label.contains(f.trim()))
 }
 
-/// A URL with its password replaced by `***`, for output.
+/// A URL with its password replaced by `***`, for output: the userinfo
+/// password and any `password=` parameter (`?password=...`, key=value).
 pub fn redact(url: &str) -> String {
+    mask_password_params(&redact_userinfo(url))
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -410,6 +415,23 @@ pub fn redact(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+fn mask_password_params(text: &str) -> String {
+    const KEY: &str = "password=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(KEY) {
+        out.push_str(&rest[..i + KEY.len()]);
+        let value = &rest[i + KEY.len()..];
+        let end = value
+            .find(|c: char| c == '&' || c.is_whitespace())
+            .unwrap_or(value.len());
+        out.push_str("***");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Criterion writing to [`criterion_dir`], configured from the command line.

@@ -147,7 +147,7 @@ impl PostgresManager<NoTls> {
         // "password=x": refuse it rather than carry a password as a host
         // name into Debug output and connect errors.
         let odd_host = config.get_hosts().iter().any(|h| match h {
-            Host::Tcp(name) => name.contains('=') || name.chars().any(char::is_whitespace),
+            Host::Tcp(name) => odd_host_name(name),
             _ => false,
         });
         if odd_host {
@@ -354,6 +354,12 @@ impl<T> PostgresManager<T> {
     }
 }
 
+/// A host name no real host has: `host= password=x` parses (as libpq does)
+/// to the host name "password=x".
+fn odd_host_name(name: &str) -> bool {
+    name.contains('=') || name.chars().any(char::is_whitespace)
+}
+
 impl<T> fmt::Debug for PostgresManager<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
@@ -361,6 +367,10 @@ impl<T> fmt::Debug for PostgresManager<T> {
             .get_hosts()
             .iter()
             .map(|h| match h {
+                // A host name with '=' may be a mis-parsed `password=...`
+                // (a `postgres::Config` given to `from_config` is not
+                // checked the way `new` checks strings): never shown.
+                Host::Tcp(name) if odd_host_name(name) => redact::MASK.to_owned(),
                 Host::Tcp(name) => name.clone(),
                 #[cfg(unix)]
                 Host::Unix(dir) => format!("unix:{}", dir.display()),
@@ -583,6 +593,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_masks_a_host_name_that_carries_a_password() {
+        // `new` refuses this string; a `postgres::Config` parsed elsewhere
+        // reaches `from_config` unchecked.
+        let config: Config = "host= password=hunter2 user=app".parse().unwrap();
+        let text = format!("{:?}", PostgresManager::from_config(config));
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 
     #[test]
     fn bad_url_error_names_the_setting_and_masks_the_password() {

@@ -22,6 +22,7 @@ pub use rusqlite;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::backends::init::Init;
+use crate::backends::redact;
 
 /// A [`Manager`](crate::Manager) for SQLite files or shared in-memory
 /// databases.
@@ -47,9 +48,23 @@ enum Target {
 
 impl fmt::Debug for SqliteManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SQLCipher's key pragmas carry the database key: masked.
+        let pragmas: Vec<(&str, &str)> = self
+            .pragmas
+            .iter()
+            .map(|(name, value)| {
+                let secret = ["key", "rekey", "hexkey", "hexrekey"]
+                    .iter()
+                    .any(|k| name.eq_ignore_ascii_case(k));
+                (
+                    name.as_str(),
+                    if secret { redact::MASK } else { value.as_str() },
+                )
+            })
+            .collect();
         f.debug_struct("SqliteManager")
             .field("target", &self.target)
-            .field("pragmas", &self.pragmas)
+            .field("pragmas", &pragmas)
             .field("init", &self.init)
             .finish()
     }
@@ -175,6 +190,19 @@ impl crate::Manager for SqliteManager {
 mod tests {
     use super::*;
     use crate::Manager;
+
+    #[test]
+    fn debug_masks_key_pragmas() {
+        let m = SqliteManager::memory("dbg")
+            .pragma("key", "s3cret-key")
+            .pragma("cache_size", "-99");
+        let text = format!("{m:?}");
+        assert!(!text.contains("s3cret-key"), "{text}");
+        assert!(
+            text.contains("\"key\", \"***\"") && text.contains("-99"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn pragmas_are_applied() {

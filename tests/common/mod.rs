@@ -145,6 +145,16 @@ pub fn pool(db: &FaultManager, size: usize, overflow: usize) -> Pool<FaultManage
         .build_on(db)
 }
 
+/// A pool with `settings` over a new fake database, on a manual clock.
+pub fn on_manual_clock(
+    settings: Builder<FaultManager>,
+) -> (FaultManager, cistern::Clock, Pool<FaultManager>) {
+    let db = FaultManager::new();
+    let clock = cistern::Clock::manual();
+    let p = settings.clock(clock.clone()).build_on(&db);
+    (db, clock, p)
+}
+
 /// Builds a pool over a clone of the manager (the test keeps its own handle
 /// to script faults and count connections).
 pub trait BuildOn<M: Manager> {

@@ -480,6 +480,7 @@ pub fn a_checkout_stops_pinging_stalled_connections_at_its_deadline<S: TestServe
     .unwrap_err();
     assert!(err.is_timeout(), "{err}");
     let pings = pool.stats().closed_by.failed_ping;
+    assert!(pings >= 1, "the stalled idle connections were never pinged");
     assert!(
         pings <= 1 + 1000 / 300,
         "the checkout went on pinging past its deadline: {pings} pings"
