@@ -395,9 +395,12 @@ pub fn selected(label: &str) -> bool {
 }
 
 /// A URL with its password replaced by `***`, for output: the userinfo
-/// password and any `password=` parameter (`?password=...`, key=value).
+/// password and the value of any `password=`, `passwd=`, `pass=` or `pwd=`
+/// parameter (URL query or key=value string), as the crate's own masking.
 pub fn redact(url: &str) -> String {
-    mask_password_params(&redact_userinfo(url))
+    ["password=", "passwd=", "pass=", "pwd="]
+        .iter()
+        .fold(redact_userinfo(url), |text, key| mask_params(&text, key))
 }
 
 fn redact_userinfo(url: &str) -> String {
@@ -417,13 +420,12 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
-fn mask_password_params(text: &str) -> String {
-    const KEY: &str = "password=";
+fn mask_params(text: &str, key: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find(KEY) {
-        out.push_str(&rest[..i + KEY.len()]);
-        let value = &rest[i + KEY.len()..];
+    while let Some(i) = rest.find(key) {
+        out.push_str(&rest[..i + key.len()]);
+        let value = &rest[i + key.len()..];
         let end = value
             .find(|c: char| c == '&' || c.is_whitespace())
             .unwrap_or(value.len());

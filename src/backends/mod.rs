@@ -19,6 +19,10 @@ mod peek;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod redact;
 
+/// What replaces a secret in output (Debug, errors, logs).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) const MASK: &str = "***";
+
 /// Defaults the network adapters give every setting the URL or options left
 /// unset, so that no blocking step waits without a deadline (one place, so
 /// the two drivers never drift apart).

@@ -4,8 +4,7 @@
 /// Keys whose value is a secret, in key=value strings and URL queries.
 const SECRET_KEYS: [&str; 4] = ["password", "passwd", "pass", "pwd"];
 
-/// What replaces a secret.
-pub(crate) const MASK: &str = "***";
+pub(crate) use super::MASK;
 
 /// `url` with its password replaced by `***`: the password of a
 /// `scheme://user:password@host/...` URL, and the value of any

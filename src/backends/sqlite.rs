@@ -21,8 +21,8 @@ use std::time::Duration;
 pub use rusqlite;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::backends::MASK;
 use crate::backends::init::Init;
-use crate::backends::redact;
 
 /// A [`Manager`](crate::Manager) for SQLite files or shared in-memory
 /// databases.
@@ -56,10 +56,7 @@ impl fmt::Debug for SqliteManager {
                 let secret = ["key", "rekey", "hexkey", "hexrekey"]
                     .iter()
                     .any(|k| name.eq_ignore_ascii_case(k));
-                (
-                    name.as_str(),
-                    if secret { redact::MASK } else { value.as_str() },
-                )
+                (name.as_str(), if secret { MASK } else { value.as_str() })
             })
             .collect();
         f.debug_struct("SqliteManager")
