@@ -239,6 +239,8 @@ fn check_one(one: i64) -> Result<(), String> {
     }
 }
 
+type SqliteQuery = fn(&mut rusqlite::Connection) -> Result<(), String>;
+
 /// Both SQLite workloads: `sqlite` (prepared per call) and `sqlite-cached`.
 fn sqlite() {
     let dir = std::env::temp_dir().join(format!("cistern-bench-queries-{}", std::process::id()));
