@@ -259,10 +259,7 @@ fn sqlite() {
             .unwrap_or_else(|e| fatal(&format!("sqlite: {e}")));
     }
     println!("SQLite file {}:\n", path.display());
-    let workloads: [(
-        &'static str,
-        fn(&mut rusqlite::Connection) -> Result<(), String>,
-    ); 2] = [
+    let workloads: [(&'static str, SqliteQuery); 2] = [
         ("sqlite", sqlite_select_1),
         ("sqlite-cached", sqlite_select_1_cached),
     ];
