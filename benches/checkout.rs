@@ -457,7 +457,8 @@ fn memory_report() {
 
 /// The fairness/throughput trade-off of bounded barging, 64 threads on 10
 /// connections: cistern with `barging_window` from 0 (strict FIFO hand-off:
-/// every checkout under saturation is a thread wake-up) to 10 ms.
+/// every checkout under saturation is a thread wake-up) to 10 ms, and
+/// `barging_limit` from 30 to none.
 fn barging_sweep() {
     let threads = 64;
     let conns = 10;
@@ -465,19 +466,38 @@ fn barging_sweep() {
         return;
     }
     let duration = support::run_duration(Duration::from_secs(2));
-    println!("\n### barging_window sweep: cistern, {threads} threads, {conns} connections\n");
     println!(
-        "| barging_window | throughput | fairness min/max | get() p50 | p99 | p99.9 | max | waited | run |"
+        "\n### barging_window and barging_limit sweep: cistern, {threads} threads, {conns} connections\n"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for window in [0u64, 100, 1_000, 10_000].map(Duration::from_micros) {
-        let pool = noop_pool("bench-sweep", conns, |b| b.barging_window(window));
+    println!(
+        "| barging_window | barging_limit | throughput | fairness min/max | get() p50 | p99 | p99.9 | max | waited | run |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let cases = [
+        (0, 100),
+        (100, 100),
+        (1_000, u32::MAX),
+        (1_000, 400),
+        (1_000, 100),
+        (1_000, 30),
+        (10_000, 100),
+    ];
+    for (micros, limit) in cases {
+        let window = Duration::from_micros(micros);
+        let pool = noop_pool("bench-sweep", conns, |b| {
+            b.barging_window(window).barging_limit(limit)
+        });
         let (free, timed) = measure(&pool, threads, duration);
         let row = summarize(&[(free, timed)]);
         let s = pool.stats();
         println!(
-            "| {} | {} | {:.2} | {} | {:.1} % | {:.1} s |",
+            "| {} | {} | {} | {:.2} | {} | {:.1} % | {:.1} s |",
             fmt_latency(window),
+            if limit == u32::MAX {
+                "none".to_owned()
+            } else {
+                limit.to_string()
+            },
             fmt_rate(row.throughput),
             row.fairness,
             row.latencies(),

@@ -90,6 +90,10 @@ pub struct Config {
     /// later before a returned connection is handed to it directly. Zero
     /// means strict first-come-first-served hand-off. Default 1 ms.
     pub barging_window: Duration,
+    /// How many checkouts in a row one thread may take ahead of queued
+    /// waiters (each within `barging_window`) before it queues behind them.
+    /// Zero means a thread never overtakes a waiter. Default 100.
+    pub barging_limit: u32,
     /// Report guards held longer than this through `log::warn!`. Default 10 s
     /// in debug builds, none in release builds.
     pub leak_threshold: Option<Duration>,
@@ -134,6 +138,7 @@ impl std::fmt::Debug for Config {
             .field("warm_up", &self.warm_up)
             .field("fail_fast_when_down", &self.fail_fast_when_down)
             .field("barging_window", &self.barging_window)
+            .field("barging_limit", &self.barging_limit)
             .field("leak_threshold", &self.leak_threshold)
             .field("leak_backtraces", &self.leak_backtraces)
             .field("events", &self.events.as_ref().map(|_| "EventHandler"))
@@ -241,6 +246,7 @@ impl<M> Builder<M> {
                 warm_up: WarmUp::Required,
                 fail_fast_when_down: false,
                 barging_window: Duration::from_millis(1),
+                barging_limit: 100,
                 leak_threshold: DEFAULT_LEAK_THRESHOLD,
                 leak_backtraces: cfg!(debug_assertions),
                 health_warning: 0.7,
@@ -353,6 +359,16 @@ impl<M> Builder<M> {
         /// threads before returns are handed to it directly. Zero is strict
         /// FIFO hand-off. Default 1 ms.
         barging_window: Duration
+    );
+    setter!(
+        /// How many checkouts in a row one thread may take ahead of queued
+        /// waiters before it queues behind them itself; each also needs the
+        /// oldest waiter to have waited less than `barging_window`. The
+        /// window bounds how long a waiter is overtaken, this how far one
+        /// running thread gets ahead of the others meanwhile. Checkouts that
+        /// never wait (`try_get`, a zero timeout) are not counted or held
+        /// back. Zero: a thread never overtakes a waiter. Default 100.
+        barging_limit: u32
     );
     optional_duration_setter!(
         /// Report guards held longer than this (`log::warn!` with the call

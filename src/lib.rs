@@ -97,6 +97,7 @@
     rust_2018_idioms
 )]
 
+mod barging;
 mod clock;
 mod config;
 mod connector;

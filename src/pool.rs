@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::barging;
 use crate::clock::Tick;
 use crate::config::{Builder, Config, WarmUp};
 use crate::entry::{Entry, PingRules};
@@ -435,7 +436,12 @@ impl<M: Manager> Shared<M> {
                 }
             }
             let mut idle = None;
-            if st.may_barge(self.config.barging_window) {
+            // Taking an idle connection now overtakes these waiters; a
+            // checkout that never waits is not held back (barging.rs).
+            let overtaking = !st.waiters.is_empty() && may_wait && !timeout.is_zero();
+            if st.may_barge(self.config.barging_window)
+                && (!overtaking || barging::may_overtake(self.id, self.config.barging_limit))
+            {
                 idle = st.pop_idle(now, &mut closing);
                 // The shared store is empty: take a connection parked for
                 // another thread, if one is.
@@ -449,6 +455,11 @@ impl<M: Manager> Shared<M> {
                     self.slots.settle(&mut st);
                     idle = st.pop_idle(now, &mut closing);
                 }
+            }
+            if idle.is_some() && overtaking {
+                barging::overtook(self.id);
+            } else {
+                barging::run_over(self.id);
             }
             let (entry, waited) = match idle {
                 Some(e) => (e, None),

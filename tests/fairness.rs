@@ -274,3 +274,50 @@ fn returns_to_several_waiters_are_not_closed_as_excess() {
         }
     }
 }
+
+/// How many `get()`s the test thread completes, each taking the only
+/// connection ahead of a queued waiter inside a barging window that never
+/// closes, before that waiter is served.
+fn overtakes_before_the_waiter_is_served(limit: u32) -> u64 {
+    let db = FaultManager::new();
+    let p = sized(1, 0)
+        .barging_window(Duration::from_secs(3600))
+        .barging_limit(limit)
+        .build_on(&db);
+    let held = p.get().unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let waiter = {
+        let (p, done) = (p.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let g = p.get().unwrap();
+            let seen = done.load(Ordering::SeqCst);
+            drop(g);
+            seen
+        })
+    };
+    wait_for_waiters(&p, 1);
+    drop(held);
+    // Past its limit this thread queues behind the waiter, so the loop
+    // cannot outrun it.
+    for i in 1..=10_000 {
+        drop(p.get().unwrap());
+        done.store(i, Ordering::SeqCst);
+        if waiter.is_finished() {
+            break;
+        }
+    }
+    let seen = waiter.join().unwrap();
+    assert!(p.stats().waited >= 1);
+    seen
+}
+
+#[test]
+fn a_thread_overtakes_a_waiter_at_most_barging_limit_times_in_a_row() {
+    let seen = overtakes_before_the_waiter_is_served(3);
+    assert!(seen <= 3, "served after {seen} overtaking checkouts");
+}
+
+#[test]
+fn barging_limit_zero_never_overtakes_a_waiter() {
+    assert_eq!(overtakes_before_the_waiter_is_served(0), 0);
+}
