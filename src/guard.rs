@@ -221,6 +221,8 @@ impl<M: Manager> Shared<M> {
     ) {
         let (id, slot) = (entry.meta.id, entry.meta.slot);
         let mut closing = Vec::new();
+        // Outside the lock (see `State::may_barge`).
+        let at = std::time::Instant::now();
         let spawn = {
             let mut st = self.state.lock();
             if reason.is_none() && st.may_pin(&self.config, &entry.meta, now) {
@@ -230,7 +232,7 @@ impl<M: Manager> Shared<M> {
                 // Exact idle figures for the rules of `check_in` (this also
                 // unpins this connection's slot if it is leaving).
                 self.slots.settle(&mut st);
-                st.check_in(&self.config, entry, reason, &mut closing);
+                st.check_in(&self.config, entry, reason, at, &mut closing);
             }
             if closing.is_empty() {
                 0

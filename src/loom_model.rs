@@ -55,11 +55,12 @@ fn checked_out(st: &Shared, cfg: &Config) -> Entry<u32> {
 /// A checkout that waits without a deadline: `Err(())` when the pool closes.
 fn checkout_waiting(st: &Shared, cfg: &Config) -> Result<Entry<u32>, ()> {
     let mut closing: Closing<u32> = Vec::new();
+    let now = Instant::now();
     let mut g = st.lock();
     if g.closed {
         return Err(());
     }
-    if g.may_barge(cfg.barging_window) {
+    if g.may_barge(cfg.barging_window, now) {
         if let Some(e) = g.pop_idle(Tick(2), &mut closing) {
             return Ok(e);
         }
@@ -100,7 +101,8 @@ fn look_once_then_give_up(st: &Shared, me: &Waiter<u32>) -> Option<Entry<u32>> {
 
 fn check_in(st: &Shared, cfg: &Config, entry: Entry<u32>) -> Closing<u32> {
     let mut closing = Vec::new();
-    st.lock().check_in(cfg, entry, None, &mut closing);
+    st.lock()
+        .check_in(cfg, entry, None, Instant::now(), &mut closing);
     closing
 }
 
@@ -315,7 +317,7 @@ fn give_back(st: &Shared, cells: &Cells, cfg: &Config, entry: Entry<u32>) {
         cells.pin(&mut g, entry, 1);
     } else {
         cells.settle(&mut g);
-        g.check_in(cfg, entry, None, &mut closing);
+        g.check_in(cfg, entry, None, Instant::now(), &mut closing);
     }
     assert!(closing.is_empty());
 }

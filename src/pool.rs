@@ -414,6 +414,8 @@ impl<M: Manager> Shared<M> {
         let mut started: Option<Instant> = retry.then(Instant::now);
         loop {
             let now = self.config.clock.now();
+            // Read outside the lock (see `State::may_barge`).
+            let precise = Instant::now();
             let mut closing = Vec::new();
             let mut st = self.state.lock();
             if st.closed {
@@ -439,7 +441,7 @@ impl<M: Manager> Shared<M> {
             // Taking an idle connection now overtakes these waiters; a
             // checkout that never waits is not held back (barging.rs).
             let overtaking = !st.waiters.is_empty() && may_wait && !timeout.is_zero();
-            if st.may_barge(self.config.barging_window)
+            if st.may_barge(self.config.barging_window, precise)
                 && (!overtaking || barging::may_overtake(self.id, self.config.barging_limit))
             {
                 idle = st.pop_idle(now, &mut closing);
@@ -464,7 +466,7 @@ impl<M: Manager> Shared<M> {
             let (entry, waited) = match idle {
                 Some(e) => (e, None),
                 None => {
-                    let start = *started.get_or_insert_with(Instant::now);
+                    let start = *started.get_or_insert(precise);
                     let end = crate::deadline(start, timeout);
                     match self.wait(&mut st, end, timeout, may_wait, &mut closing) {
                         Ok(e) => (e, Some(start.elapsed())),
