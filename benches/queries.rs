@@ -243,6 +243,16 @@ type SqliteQuery = fn(&mut rusqlite::Connection) -> Result<(), String>;
 
 /// Both SQLite workloads: `sqlite` (prepared per call) and `sqlite-cached`.
 fn sqlite() {
+    let workloads: [(&'static str, SqliteQuery); 2] = [
+        ("sqlite", sqlite_select_1),
+        ("sqlite-cached", sqlite_select_1_cached),
+    ];
+    let chosen = |name: &str| {
+        support::selected(&format!("{name}/1t")) || support::selected(&format!("{name}/8t"))
+    };
+    if !workloads.iter().any(|(name, _)| chosen(name)) {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("cistern-bench-queries-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         fatal(&format!("cannot create {}: {e}", dir.display()));
@@ -259,12 +269,8 @@ fn sqlite() {
             .unwrap_or_else(|e| fatal(&format!("sqlite: {e}")));
     }
     println!("SQLite file {}:\n", path.display());
-    let workloads: [(&'static str, SqliteQuery); 2] = [
-        ("sqlite", sqlite_select_1),
-        ("sqlite-cached", sqlite_select_1_cached),
-    ];
     for (name, query) in workloads {
-        if !(support::selected(&format!("{name}/1t")) || support::selected(&format!("{name}/8t"))) {
+        if !chosen(name) {
             continue;
         }
         let target = Target {

@@ -90,7 +90,7 @@ pub struct Config {
     /// later before a returned connection is handed to it directly. Zero
     /// means strict first-come-first-served hand-off. Default 1 ms.
     pub barging_window: Duration,
-    /// How many checkouts in a row one thread may take ahead of queued
+    /// How many connections in a row one thread may take ahead of queued
     /// waiters (each within `barging_window`) before it queues behind them.
     /// Zero means a thread never overtakes a waiter. Default 100.
     pub barging_limit: u32,
@@ -361,13 +361,16 @@ impl<M> Builder<M> {
         barging_window: Duration
     );
     setter!(
-        /// How many checkouts in a row one thread may take ahead of queued
+        /// How many connections in a row one thread may take ahead of queued
         /// waiters before it queues behind them itself; each also needs the
         /// oldest waiter to have waited less than `barging_window`. The
         /// window bounds how long a waiter is overtaken, this how far one
-        /// running thread gets ahead of the others meanwhile. Checkouts that
-        /// never wait (`try_get`, a zero timeout) are not counted or held
-        /// back. Zero: a thread never overtakes a waiter. Default 100.
+        /// running thread gets ahead of the others meanwhile. The count
+        /// starts again when the thread has waited its turn, or took a
+        /// connection while nobody waited. Checkouts that never wait
+        /// (`try_get`, a zero timeout), and any when `max_waiting` waiters
+        /// already queue, are not counted or held back. Zero: a thread never
+        /// overtakes a waiter. Default 100.
         barging_limit: u32
     );
     optional_duration_setter!(

@@ -36,15 +36,17 @@
 //!   connection returned meanwhile goes to the oldest waiter, and a new one
 //!   is opened in the background if there is room. Threads arriving later
 //!   may take an idle connection ahead of a waiter only while that waiter has
-//!   waited less than `barging_window` (1 ms): throughput under saturation,
-//!   without starvation. `max_waiting` bounds the queue.
+//!   waited less than `barging_window` (1 ms), and one thread only
+//!   `barging_limit` (100) times in a row before it queues itself:
+//!   throughput under saturation, without starvation, and turns shared
+//!   evenly. `max_waiting` bounds the queue.
 //! - **Per-thread fast path.** A connection returned while nobody waits (and
 //!   with no shortage in the last 100 ms) is parked for the returning
 //!   thread, whose next `get()` takes it back without the pool's lock. It is
-//!   still idle: other threads take it when nothing else is idle, and the
-//!   first thread that has to wait (or any maintenance round, or `stats()`)
-//!   moves every parked connection back to the shared store, so waiters are
-//!   served first come first served.
+//!   still idle: the first thread that finds nothing else idle, or has to
+//!   wait (and every maintenance round, and `stats()`), moves every parked
+//!   connection back to the shared store and parking stops until 100 ms
+//!   pass without a shortage, so waiters are served first come first served.
 //! - **The timeout error explains itself:** how long it waited, the pool's
 //!   state, the last connect error when connects fail, and the longest-held
 //!   checkouts with their call sites.

@@ -439,16 +439,24 @@ impl<M: Manager> Shared<M> {
             }
             let mut idle = None;
             // Taking an idle connection now overtakes these waiters; a
-            // checkout that never waits is not held back (barging.rs).
-            let overtaking = !st.waiters.is_empty() && may_wait && !timeout.is_zero();
+            // checkout that never waits is not held back (barging.rs), nor is
+            // one the full queue would turn away.
+            let alone = st.waiters.is_empty();
+            let overtaking = !alone
+                && may_wait
+                && !timeout.is_zero()
+                && self.config.max_waiting.is_none_or(|m| st.waiters.len() < m);
             if st.may_barge(self.config.barging_window, precise)
                 && (!overtaking || barging::may_overtake(self.id, self.config.barging_limit))
             {
                 idle = st.pop_idle(now, &mut closing);
-                // The shared store is empty: take a connection parked for
-                // another thread, if one is.
-                while idle.is_none() && self.slots.steal(&mut st, thread) {
+                // The shared store is empty: this thread's own parked
+                // connection, else every parked one back to the shared store
+                // (`Slots::steal`). Either is a shortage.
+                if idle.is_none() && !st.pinned.is_empty() {
                     st.last_shortage = Some(now);
+                }
+                while idle.is_none() && self.slots.steal(&mut st, thread) {
                     idle = st.pop_idle(now, &mut closing);
                 }
                 // A checkout that will not wait looks at every parked
@@ -458,10 +466,12 @@ impl<M: Manager> Shared<M> {
                     idle = st.pop_idle(now, &mut closing);
                 }
             }
-            if idle.is_some() && overtaking {
-                barging::overtook(self.id);
-            } else {
-                barging::run_over(self.id);
+            if idle.is_some() {
+                if overtaking {
+                    barging::overtook(self.id);
+                } else if alone {
+                    barging::run_over(self.id);
+                }
             }
             let (entry, waited) = match idle {
                 Some(e) => (e, None),
@@ -469,7 +479,10 @@ impl<M: Manager> Shared<M> {
                     let start = *started.get_or_insert(precise);
                     let end = crate::deadline(start, timeout);
                     match self.wait(&mut st, end, timeout, may_wait, &mut closing) {
-                        Ok(e) => (e, Some(start.elapsed())),
+                        Ok(e) => {
+                            barging::run_over(self.id);
+                            (e, Some(start.elapsed()))
+                        }
                         Err(err) => {
                             drop(st);
                             self.finish(closing);
@@ -584,6 +597,9 @@ impl<M: Manager> Shared<M> {
         }
         st.last_shortage = Some(cfg.clock.now());
         let me = st.enqueue(Instant::now());
+        // A thread past its barging limit queues while a connection is idle:
+        // the oldest waiter (told already, or now) takes it.
+        st.wake_front();
         let id = me.id;
         loop {
             let spawn = st.plan_connect_threads(cfg);

@@ -321,3 +321,33 @@ fn a_thread_overtakes_a_waiter_at_most_barging_limit_times_in_a_row() {
 fn barging_limit_zero_never_overtakes_a_waiter() {
     assert_eq!(overtakes_before_the_waiter_is_served(0), 0);
 }
+
+#[test]
+fn a_second_idle_connection_is_told_to_the_next_waiter() {
+    // Both returns land inside a barging window that never closes, so both
+    // connections go idle and only the oldest waiter is told. Once it takes
+    // one, the next waiter must be told about the other, not left to find it
+    // at its deadline (60 s here).
+    let db = FaultManager::new();
+    let p = sized(2, 0)
+        .checkout_timeout(Duration::from_secs(60))
+        .barging_window(Duration::from_secs(3600))
+        .build_on(&db);
+    let held = [p.get().unwrap(), p.get().unwrap()];
+    let waiters: Vec<_> = (0..2)
+        .map(|i| {
+            let pool = p.clone();
+            let w = std::thread::spawn(move || pool.get().map(|g| g.id()));
+            wait_for_waiters(&p, i + 1);
+            w
+        })
+        .collect();
+    drop(held);
+    let ids = common::returns_without_hanging(move || {
+        waiters
+            .into_iter()
+            .map(|w| w.join().unwrap().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(ids.len(), 2);
+}
