@@ -334,16 +334,24 @@ fn a_second_idle_connection_is_told_to_the_next_waiter() {
         .barging_window(Duration::from_secs(3600))
         .build_on(&db);
     let held = [p.get().unwrap(), p.get().unwrap()];
+    // Each waiter keeps its connection until both are served: a return
+    // would tell the next waiter by itself.
+    let both_served = Arc::new(std::sync::Barrier::new(2));
     let waiters: Vec<_> = (0..2)
         .map(|i| {
             let pool = p.clone();
-            let w = std::thread::spawn(move || pool.get().map(|g| g.id()));
+            let both_served = Arc::clone(&both_served);
+            let w = std::thread::spawn(move || {
+                let g = pool.get()?;
+                both_served.wait();
+                Ok::<u64, Error>(g.id())
+            });
             wait_for_waiters(&p, i + 1);
             w
         })
         .collect();
     drop(held);
-    let ids = common::returns_without_hanging(move || {
+    let ids = common::returns_without_hanging("two waiters served", move || {
         waiters
             .into_iter()
             .map(|w| w.join().unwrap().unwrap())
