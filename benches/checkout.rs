@@ -42,7 +42,7 @@ use parking_lot::{Condvar, Mutex};
 
 use support::{
     Checkout, Noop, Run, checkout_loop, checkout_n, fatal, fmt_latency, fmt_rate, fmt_ratio,
-    noop_pool,
+    noop_pool, warm_up,
 };
 
 // ---- a counting allocator (memory figures, allocations per checkout) ------
@@ -297,8 +297,8 @@ fn summarize(rounds: &[(Run, Run)]) -> Row {
     }
 }
 
-/// Each run warms up in its own threads first (`checkout_loop`).
 fn measure<P: Checkout>(pool: &P, threads: usize, duration: Duration) -> (Run, Run) {
+    warm_up(pool, threads, duration);
     let free = checkout_loop(pool, threads, duration, false);
     let timed = checkout_loop(pool, threads, duration, true);
     (free, timed)

@@ -24,7 +24,7 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::Criterion;
-use support::{Checkout, Noop, checkout_loop, fmt_rate, fmt_ratio, noop_pool};
+use support::{Checkout, Noop, checkout_loop, fmt_rate, fmt_ratio, noop_pool, warm_up};
 
 const GROUP: &str = "leak_tracking";
 
@@ -75,6 +75,7 @@ fn eight_threads() {
     let mut off = None;
     for (id, threshold, backtraces) in SETTINGS {
         let pool = pool(threshold, backtraces);
+        warm_up(&pool, 8, duration);
         let rate = checkout_loop(&pool, 8, duration, false).throughput();
         off.get_or_insert(rate);
         println!(

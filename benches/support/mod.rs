@@ -172,47 +172,16 @@ where
     I: Fn(usize) -> S + Sync,
     F: Fn(&mut S) + Sync,
 {
-    drive_warm(threads, Duration::ZERO, duration, init, op)
-}
-
-/// [`drive`] after a warm-up of `warm` in the same threads: the operations
-/// of the warm-up are not counted, and each thread starts counting (with a
-/// fresh `init(index)` state) when it first sees the warm-up is over. A
-/// warm-up run on threads of its own, joined before the measured threads
-/// start, leaves the pool quiet in between (on 2 CPUs joining and starting
-/// 64 threads took about 100 ms): the measured run then began as a cold
-/// start, and a pool that parks connections for a quiet period's first
-/// threads measured as unfair (64 threads on 10 connections, fewest/most
-/// operations 0.14 to 0.46 after a 150 ms gap, 0.92 to 0.96 without one).
-pub fn drive_warm<S, I, F>(
-    threads: usize,
-    warm: Duration,
-    duration: Duration,
-    init: I,
-    op: F,
-) -> (Run, Vec<S>)
-where
-    S: Send,
-    I: Fn(usize) -> S + Sync,
-    F: Fn(&mut S) + Sync,
-{
-    let measuring = AtomicBool::new(warm.is_zero());
     let stop = AtomicBool::new(false);
     let start = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
-                let (measuring, stop, start, init, op) = (&measuring, &stop, &start, &init, &op);
+                let (stop, start, init, op) = (&stop, &start, &init, &op);
                 s.spawn(move || {
                     let mut state = init(i);
-                    start.wait();
-                    if !measuring.load(Ordering::Relaxed) {
-                        while !measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                            op(&mut state);
-                        }
-                        state = init(i);
-                    }
                     let mut ops = 0u64;
+                    start.wait();
                     while !stop.load(Ordering::Relaxed) {
                         op(&mut state);
                         ops += 1;
@@ -222,10 +191,6 @@ where
             })
             .collect();
         start.wait();
-        if !warm.is_zero() {
-            std::thread::sleep(warm);
-            measuring.store(true, Ordering::Relaxed);
-        }
         let t0 = Instant::now();
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
@@ -265,6 +230,18 @@ pub fn checkout_n<P: Checkout>(pool: &P, n: u64) {
     for _ in 0..n {
         drop(black_box(pool.checkout()));
     }
+}
+
+/// Warm-up before a run of `duration`: `get()` + drop on `threads`
+/// threads for a quarter of it (300 ms at most), so that the threads are
+/// spawned and the caches and the pool's queues in steady state.
+pub fn warm_up<P: Checkout>(pool: &P, threads: usize, duration: Duration) {
+    checkout_loop(
+        pool,
+        threads,
+        (duration / 4).min(Duration::from_millis(300)),
+        false,
+    );
 }
 
 // ---- a no-op manager ---------------------------------------------------------
@@ -322,29 +299,18 @@ pub fn fatal(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-/// `get()` + drop in a loop on `threads` threads for `duration`, after a
-/// warm-up in the same threads of a quarter of it (1 s at most; see
-/// [`drive_warm`]). When `timed`, each `get()` (not the drop) is timed into
-/// a per-thread histogram, merged into `Run::latency`; otherwise nothing but
-/// the loop runs.
+/// `get()` + drop in a loop on `threads` threads. When `timed`, each
+/// `get()` (not the drop) is timed into a per-thread histogram, merged into
+/// `Run::latency`; otherwise nothing but the loop runs.
 pub fn checkout_loop<P: Checkout>(
     pool: &P,
     threads: usize,
     duration: Duration,
     timed: bool,
 ) -> Run {
-    // 300 ms was too short for a fresh pool: its first threads park
-    // connections (nobody waits yet) and take the fast path until the
-    // other threads have run once (about 80 ms with 64 threads on 2 CPUs),
-    // and the scheduler then gives them less CPU for a while to even out.
-    // 64 threads on 10 connections, fewest/most operations over 5 s runs
-    // (throwaway harness): 0.78 to 0.96 after 300 ms of warm-up, 0.89 to
-    // 0.97 after 500 ms, 0.94 to 0.97 after 1 s.
-    let warm = (duration / 4).min(Duration::from_secs(1));
     if timed {
-        let (mut run, hists) = drive_warm(
+        let (mut run, hists) = drive(
             threads,
-            warm,
             duration,
             |_| Histogram::new(),
             |h: &mut Histogram| {
@@ -361,9 +327,8 @@ pub fn checkout_loop<P: Checkout>(
         run.latency = Some(all);
         run
     } else {
-        drive_warm(
+        drive(
             threads,
-            warm,
             duration,
             |_| (),
             |_: &mut ()| drop(black_box(pool.checkout())),
