@@ -10,7 +10,7 @@
 //! thread gets meanwhile: a thread that happened to run while the window was
 //! open took as many connections as it could. With 64 threads on 10
 //! connections over 5 s that left the fewest / most operations of one
-//! thread at 0.85 to 0.89; a limit of 100 gave 0.96 to 0.98 (README,
+//! thread at 0.85 to 0.92; a limit of 100 gave 0.94 to 0.98 (README,
 //! "Bounded barging, the trade-off measured").
 
 use std::cell::Cell;
