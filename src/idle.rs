@@ -19,8 +19,8 @@ use crate::error::{PoolState, SharedError};
 use crate::stats::{CloseReason, Counters};
 
 /// How long after a shortage (a checkout that waited, or found only parked
-/// connections) returns stop
-/// pinning connections to their threads (see `State::last_shortage`).
+/// connections) returns stop pinning connections to their threads (see
+/// `State::last_shortage`).
 /// Measured at 64 threads on 10 connections: pinning whenever nobody waits
 /// let threads steal from each other instead of queueing, and a few threads
 /// kept their connections (fairness min/max 0.1-0.4 instead of 0.8).
@@ -107,8 +107,8 @@ pub(crate) struct State<C> {
     /// `waiters` is not.
     pub(crate) pinned: Vec<u32>,
     /// When a checkout last found the shared store empty: it waited, or found
-    /// only parked connections (`None`: never). Returns do
-    /// not pin for [`PIN_HOLDOFF`] after it: a pool short of connections
+    /// only parked connections (`None`: never). Returns do not pin for
+    /// [`PIN_HOLDOFF`] after it: a pool short of connections
     /// serves its checkouts from the shared store, waiters first come first
     /// served, until it has had no shortage for that long.
     pub(crate) last_shortage: Option<Tick>,
@@ -160,6 +160,12 @@ impl<C> State<C> {
             pool_size: cfg.pool_size,
             max_overflow: cfg.max_overflow,
         }
+    }
+
+    /// `max_waiting`, when that many waiters already queue: a new one is
+    /// turned away.
+    pub(crate) fn queue_full(&self, cfg: &Config) -> Option<usize> {
+        cfg.max_waiting.filter(|&max| self.waiters.len() >= max)
     }
 
     /// Whether a thread arriving at `now` may take an idle connection ahead

@@ -3,7 +3,8 @@
 //! Checkout, in order: take back the connection this thread parked last, if
 //! it is still parked (`slots.rs`); else take the newest idle connection
 //! (unless the oldest waiter has been passed over for longer than
-//! `barging_window`), or one parked for a thread (`Slots::steal`); otherwise
+//! `barging_window`, or this thread has passed waiters `barging_limit` times
+//! in a row), or a connection parked for a thread (`Slots::steal`); otherwise
 //! queue as a waiter (FIFO) and ask for a connect; a returned or newly opened
 //! connection is handed to the oldest waiter. Before handing a connection
 //! out, ping it (outside `ping_bypass`) or at least ask `is_broken`; a
@@ -442,27 +443,22 @@ impl<M: Manager> Shared<M> {
             // checkout that never waits is not held back (barging.rs), nor is
             // one the full queue would turn away.
             let alone = st.waiters.is_empty();
-            let overtaking = !alone
-                && may_wait
-                && !timeout.is_zero()
-                && self.config.max_waiting.is_none_or(|m| st.waiters.len() < m);
+            let overtaking =
+                !alone && may_wait && !timeout.is_zero() && st.queue_full(&self.config).is_none();
             if st.may_barge(self.config.barging_window, precise)
                 && (!overtaking || barging::may_overtake(self.id, self.config.barging_limit))
             {
                 idle = st.pop_idle(now, &mut closing);
                 // The shared store is empty: this thread's own parked
                 // connection, else every parked one back to the shared store
-                // (`Slots::steal`). Either is a shortage.
+                // (`Slots::steal`). Either is a shortage. When this finds
+                // nothing, no slot is pinned any more: the settle also
+                // reached cells busy at the time, so a checkout that will not
+                // wait has seen every parked connection before it gives up.
                 if idle.is_none() && !st.pinned.is_empty() {
                     st.last_shortage = Some(now);
                 }
                 while idle.is_none() && self.slots.steal(&mut st, thread) {
-                    idle = st.pop_idle(now, &mut closing);
-                }
-                // A checkout that will not wait looks at every parked
-                // connection, busy cells included, before it gives up.
-                if idle.is_none() && (timeout.is_zero() || !may_wait) && !st.pinned.is_empty() {
-                    self.slots.settle(&mut st);
                     idle = st.pop_idle(now, &mut closing);
                 }
             }
@@ -585,15 +581,13 @@ impl<M: Manager> Shared<M> {
                 });
             }
         }
-        if let Some(max) = cfg.max_waiting {
-            if st.waiters.len() >= max {
-                st.counters.queue_full += 1;
-                return Err(Error::QueueFull {
-                    pool: cfg.name.clone(),
-                    max_waiting: max,
-                    state: Box::new(st.snapshot(cfg)),
-                });
-            }
+        if let Some(max) = st.queue_full(cfg) {
+            st.counters.queue_full += 1;
+            return Err(Error::QueueFull {
+                pool: cfg.name.clone(),
+                max_waiting: max,
+                state: Box::new(st.snapshot(cfg)),
+            });
         }
         st.last_shortage = Some(cfg.clock.now());
         let me = st.enqueue(Instant::now());

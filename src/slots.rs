@@ -247,7 +247,7 @@ impl<C> Slots<C> {
 
     /// For thread `me`, which found the shared store empty (pool lock held):
     /// moves parked connections to the shared store; `false` when none was
-    /// free to take.
+    /// free to take, and then no slot is pinned any more.
     ///
     /// The thread's own parked connection, newest first, when it has one
     /// (what the shared store would have handed it: a thread that returned
@@ -590,6 +590,9 @@ mod tests {
         assert_eq!(st.idle.pop().unwrap().meta.id, new_id);
         assert!(slots.steal(&mut st, 7));
         assert_eq!(st.idle.pop().unwrap().meta.id, old_id);
+        // None of its own left: the other thread's goes back too.
+        assert!(slots.steal(&mut st, 7));
+        assert_eq!((st.idle.len(), st.pinned.len()), (1, 0));
     }
 
     #[test]

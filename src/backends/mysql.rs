@@ -248,7 +248,7 @@ impl fmt::Debug for MysqlManager {
             .field("socket", &o.get_socket())
             .field("user", &o.get_user())
             .field("db_name", &o.get_db_name())
-            .field("password", &o.get_pass().map(|_| redact::MASK))
+            .field("password", &o.get_pass().map(|_| super::MASK))
             .field("tls", &o.get_ssl_opts().is_some())
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &o.get_read_timeout())

@@ -370,7 +370,7 @@ impl<T> fmt::Debug for PostgresManager<T> {
                 // A host name with '=' may be a mis-parsed `password=...`
                 // (a `postgres::Config` given to `from_config` is not
                 // checked the way `new` checks strings): never shown.
-                Host::Tcp(name) if odd_host_name(name) => redact::MASK.to_owned(),
+                Host::Tcp(name) if odd_host_name(name) => super::MASK.to_owned(),
                 Host::Tcp(name) => name.clone(),
                 #[cfg(unix)]
                 Host::Unix(dir) => format!("unix:{}", dir.display()),
@@ -382,7 +382,7 @@ impl<T> fmt::Debug for PostgresManager<T> {
             .field("ports", &c.get_ports())
             .field("user", &c.get_user())
             .field("dbname", &c.get_dbname())
-            .field("password", &c.get_password().map(|_| redact::MASK))
+            .field("password", &c.get_password().map(|_| super::MASK))
             .field("ssl_mode", &c.get_ssl_mode())
             .field("connect_timeout", &c.get_connect_timeout())
             .field(

@@ -4,7 +4,7 @@
 /// Keys whose value is a secret, in key=value strings and URL queries.
 const SECRET_KEYS: [&str; 4] = ["password", "passwd", "pass", "pwd"];
 
-pub(crate) use super::MASK;
+use super::MASK;
 
 /// `url` with its password replaced by `***`: the password of a
 /// `scheme://user:password@host/...` URL, and the value of any
